@@ -1,0 +1,26 @@
+//! L0 — guard rails: lock classes, and (issue 3) the order and wait-for checks.
+//!
+//! Every lock-like primitive carries a [`ClassSlot`]: the class it belongs to,
+//! either its construction site (`#[track_caller]`) or a name given with
+//! `named`. With checking off (release builds without the `checked` feature,
+//! or with `unchecked`) the slot and every hook are zero-sized no-ops, so a
+//! strata lock has exactly the size and the instructions of its parking_lot
+//! core.
+
+mod class;
+
+pub use class::ClassKey;
+pub(crate) use class::{AcquireKind, ClassSlot, HeldToken};
+
+/// Whether lock-order checking is compiled into this build.
+///
+/// On under `debug_assertions` or the `checked` feature; the `unchecked`
+/// feature forces it off.
+///
+/// ```
+/// let on = strata::diag::checking_enabled();
+/// assert_eq!(on, cfg!(debug_assertions));
+/// ```
+pub const fn checking_enabled() -> bool {
+    cfg!(strata_checked)
+}

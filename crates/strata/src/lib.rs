@@ -1,0 +1,32 @@
+//! # strata — one layered concurrency model
+//!
+//! strata gives a Rust program that mixes CPU-parallel work, long-lived
+//! subsystems, shared state and files one coherent set of primitives, layered
+//! so that each layer only builds on the ones below it:
+//!
+//! | layer | module | what |
+//! |---|---|---|
+//! | L0 | [`diag`] | lock classes, order checking, wait-for watchdog, metrics |
+//! | L1 | [`sync`] | `Mutex`, `RwLock`, `UnfairLock`, `Condvar`, `Barrier`, `Semaphore`, `AsyncMutex`, `AsyncRwLock`, ordered locking |
+//! | L2 | leases, atoms, STM, snapshots, cache, channels | *(coming)* |
+//! | L3 | runtime | *(coming)* |
+//! | L4 | tasks, parallel iteration | *(coming)* |
+//! | L5 | actors, pipelines | *(coming)* |
+//! | io | file locks, crash-safe headers | *(coming)* |
+//!
+//! Guard rails are on in debug builds and under the `checked` feature and
+//! compile to nothing otherwise: see [`diag::checking_enabled`].
+//!
+//! ```
+//! use strata::sync::Mutex;
+//!
+//! let counter = Mutex::new(0);
+//! *counter.lock() += 1;
+//! assert_eq!(*counter.lock(), 1);
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod diag;
+pub(crate) mod loom;
+pub mod sync;

@@ -1,0 +1,1 @@
+//! L1 — blocking and async locks and their friends.
