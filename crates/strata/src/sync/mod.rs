@@ -1,1 +1,17 @@
 //! L1 — blocking and async locks and their friends.
+
+mod barrier;
+mod condvar;
+mod error;
+mod mutex;
+mod ordered;
+mod rwlock;
+mod unfair;
+
+pub use barrier::{Barrier, BarrierWaitResult};
+pub use condvar::{Condvar, WaitTimeoutResult};
+pub use error::{AcquireError, BarrierError, LockTimeout, WouldBlock};
+pub use mutex::{Mutex, MutexGuard};
+pub use ordered::{OrderedLockError, lock_all, lock_all_vec, lock_two};
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockUpgradableReadGuard, RwLockWriteGuard};
+pub use unfair::{UnfairLock, UnfairLockGuard};
