@@ -99,9 +99,18 @@ pub struct Mutex<T: ?Sized> {
 /// assert_eq!(*guard, [1, 2, 3]);
 /// ```
 ///
+/// A future that holds the guard across an `.await` is not `Send`, so
+/// multi-threaded runtimes refuse to spawn it:
+///
 /// ```compile_fail
-/// fn assert_send<T: Send>() {}
-/// assert_send::<strata::sync::MutexGuard<'static, u32>>();
+/// fn spawnable<F: std::future::Future + Send>(_: F) {}
+///
+/// let m = strata::sync::Mutex::new(0);
+/// spawnable(async {
+///     let mut guard = m.lock();
+///     std::future::ready(()).await; // another task could now block on `m`
+///     *guard += 1;
+/// });
 /// ```
 #[must_use = "if unused the Mutex will immediately unlock"]
 #[clippy::has_significant_drop]
