@@ -5,7 +5,9 @@ mod condvar;
 mod error;
 mod mutex;
 mod ordered;
+mod raw_semaphore;
 mod rwlock;
+mod timeout;
 mod unfair;
 
 pub use barrier::{Barrier, BarrierWaitResult};
