@@ -8,9 +8,15 @@
 //! core.
 
 mod class;
+#[cfg(strata_checked)]
+mod graph;
+#[cfg(strata_checked)]
+mod registry;
+mod report;
 
 pub use class::ClassKey;
 pub(crate) use class::{AcquireKind, ClassSlot, HeldToken};
+pub use report::{Access, Acquisition, ClassInfo, EdgeReport, Violation, ViolationKind};
 
 /// Whether lock-order checking is compiled into this build.
 ///
