@@ -1,6 +1,8 @@
 //! Groups, cases, implementations, and the interleaved measurement loop.
 
 use std::hint::black_box;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// One implementation under test: given a number of operations, runs them
@@ -18,6 +20,11 @@ pub struct Config {
     /// Smoke mode: run every implementation a few operations once, as a
     /// correctness check. Nothing is timed, printed as a table or written.
     pub smoke: bool,
+    /// One call of an implementation (one sample, or one calibration or
+    /// smoke run) that takes longer than this aborts the process with exit
+    /// code 3, naming the group, case and impl: it is a deadlock or a lost
+    /// wake-up in the code under test, not a slow sample.
+    pub hang_limit: Duration,
 }
 
 impl Config {
@@ -27,6 +34,7 @@ impl Config {
             samples: 50,
             sample_target: Duration::from_millis(10),
             smoke: false,
+            hang_limit: HANG_LIMIT,
         }
     }
 
@@ -36,6 +44,7 @@ impl Config {
             samples: 20,
             sample_target: Duration::from_millis(5),
             smoke: false,
+            hang_limit: HANG_LIMIT,
         }
     }
 
@@ -45,9 +54,13 @@ impl Config {
             samples: 1,
             sample_target: Duration::ZERO,
             smoke: true,
+            hang_limit: HANG_LIMIT,
         }
     }
 }
+
+/// Default [`Config::hang_limit`].
+pub const HANG_LIMIT: Duration = Duration::from_secs(60);
 
 /// A named benchmark group: a list of [`Case`]s, each run to completion
 /// before the next.
@@ -100,9 +113,10 @@ impl Group {
         cfg: &Config,
         mut on_case: impl FnMut(&[Measurement]),
     ) -> Vec<Measurement> {
+        let dog = Watchdog::start(cfg.hang_limit);
         let mut all = Vec::new();
         for case in &mut self.cases {
-            let results = case.run(cfg);
+            let results = case.run(cfg, self.name, &dog);
             on_case(&results);
             all.extend(results);
         }
@@ -173,44 +187,138 @@ impl Case {
         })
     }
 
-    fn run(&mut self, cfg: &Config) -> Vec<Measurement> {
-        let n = self.impls.len();
+    fn run(&mut self, cfg: &Config, group: &str, dog: &Watchdog) -> Vec<Measurement> {
+        let case = self.name;
+        let labels: Vec<String> = self
+            .impls
+            .iter()
+            .map(|(imp, _)| format!("{group}/{case}/{imp}"))
+            .collect();
+        let names: Vec<&'static str> = self.impls.iter().map(|(imp, _)| *imp).collect();
+        // Every call of an impl runs under the watchdog.
+        let mut fns: Vec<_> = self
+            .impls
+            .iter_mut()
+            .zip(&labels)
+            .map(|((_, f), label)| {
+                move |iters: u64| {
+                    dog.enter(label);
+                    let d = f(iters);
+                    dog.leave();
+                    d
+                }
+            })
+            .collect();
         if cfg.smoke {
-            return self
-                .impls
+            return fns
                 .iter_mut()
-                .map(|(name, f)| {
+                .zip(&names)
+                .map(|(f, imp)| {
                     // Odd counts exercise the uneven split across threads.
                     f(1);
                     f(101);
-                    Measurement::new(self.name, name, vec![0.0])
+                    Measurement::new(case, imp, vec![0.0])
                 })
                 .collect();
         }
-        let iters: Vec<u64> = self
-            .impls
+        let iters: Vec<u64> = fns
             .iter_mut()
-            .map(|(_, f)| calibrate(f, cfg.sample_target))
+            .map(|f| calibrate(f, cfg.sample_target))
             .collect();
+        let n = fns.len();
         let mut per_op: Vec<Vec<f64>> = vec![Vec::with_capacity(cfg.samples); n];
         for round in 0..cfg.samples {
             // Rotate who goes first so no impl always follows the same one.
             for k in 0..n {
                 let i = (round + k) % n;
-                let d = (self.impls[i].1)(iters[i]);
+                let d = fns[i](iters[i]);
                 per_op[i].push(d.as_nanos() as f64 / iters[i] as f64);
             }
         }
-        self.impls
+        names
             .iter()
             .zip(per_op)
-            .map(|((name, _), samples)| Measurement::new(self.name, name, samples))
+            .map(|(imp, samples)| Measurement::new(case, imp, samples))
             .collect()
     }
 }
 
+/// Aborts the process when one call of an implementation runs past the
+/// limit: a bench that hangs has found a deadlock or a lost wake-up, and
+/// naming the (group, case, impl) beats a silent stall.
+struct Watchdog {
+    shared: Arc<(Mutex<WatchState>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct WatchState {
+    /// The call in progress: its label and start.
+    current: Option<(String, Instant)>,
+    /// The group is over; the watchdog thread exits.
+    done: bool,
+}
+
+impl Watchdog {
+    fn start(limit: Duration) -> Self {
+        let shared = Arc::new((Mutex::new(WatchState::default()), Condvar::new()));
+        let watched = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("strata-bench-watchdog".into())
+            .spawn(move || {
+                let (state, cv) = &*watched;
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                while !st.done {
+                    if let Some((label, t0)) = &st.current
+                        && t0.elapsed() > limit
+                    {
+                        eprintln!(
+                            "strata-bench: {label}: one call has run for over {} s; \
+                             a deadlock or lost wake-up in the code under test? aborting",
+                            limit.as_secs()
+                        );
+                        std::process::exit(3);
+                    }
+                    let tick = limit.min(Duration::from_secs(1));
+                    st = cv
+                        .wait_timeout(st, tick)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            })
+            .expect("spawn watchdog thread");
+        Watchdog {
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    fn enter(&self, label: &str) {
+        let mut st = self.shared.0.lock().unwrap_or_else(|e| e.into_inner());
+        st.current = Some((label.to_string(), Instant::now()));
+    }
+
+    fn leave(&self) {
+        self.shared
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .current = None;
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.shared.0.lock().unwrap_or_else(|e| e.into_inner()).done = true;
+        self.shared.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Finds a batch size for which `f` takes about `target`; doubles as warm-up.
-fn calibrate(f: &mut ImplFn, target: Duration) -> u64 {
+fn calibrate(mut f: impl FnMut(u64) -> Duration, target: Duration) -> u64 {
     let target_ns = target.as_nanos().max(1) as f64;
     let mut iters: u64 = 1;
     loop {
@@ -299,6 +407,7 @@ mod tests {
             samples: 3,
             sample_target: Duration::from_micros(200),
             smoke: false,
+            hang_limit: HANG_LIMIT,
         };
         let res = Group::new("g")
             .case("c", move |c| {
