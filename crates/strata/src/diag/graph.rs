@@ -154,11 +154,6 @@ impl Graph {
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn edge_count(&self) -> usize {
-        self.edges.len()
-    }
-
     pub(crate) fn edges(&self) -> impl Iterator<Item = (&(ClassId, ClassId), &Edge)> {
         self.edges.iter()
     }

@@ -9,13 +9,26 @@
 
 mod class;
 #[cfg(strata_checked)]
+mod engine;
+#[cfg(strata_checked)]
 mod graph;
+mod handler;
+mod held;
+mod inspect;
+mod pseudo;
 #[cfg(strata_checked)]
 mod registry;
 mod report;
 
 pub use class::ClassKey;
 pub(crate) use class::{AcquireKind, ClassSlot, HeldToken};
+#[cfg(strata_checked)]
+#[allow(unused_imports)] // used by the lock primitives once they are wired
+pub(crate) use engine::{AcquireOpts, HeldEntry, on_acquire, on_acquire_in, on_release};
+pub use handler::{Handler, set_violation_handler};
+pub use held::HeldSet;
+pub use inspect::{held_locks, lock_graph_dot, reset};
+pub use pseudo::{Class, ClassGuard};
 pub use report::{Access, Acquisition, ClassInfo, EdgeReport, Violation, ViolationKind};
 
 /// Whether lock-order checking is compiled into this build.
