@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken};
-use crate::sync::raw_semaphore::{RawSemaphore, loom_const_fn};
+use crate::sync::raw_semaphore::{Mode, RawSemaphore, loom_const_fn};
 use crate::sync::timeout::{Deadline, deadline_after};
 use crate::sync::{LockTimeout, WouldBlock};
 
@@ -126,13 +126,12 @@ impl<T: ?Sized> AsyncMutex<T> {
     #[track_caller]
     pub fn lock(&self) -> impl Future<Output = AsyncMutexGuard<'_, T>> + '_ {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
-        let acquire = self.sem.acquire(1, false);
-        async move {
-            match acquire.await {
+        self.sem
+            .acquire(1, Mode::Whole)
+            .map(move |outcome| match outcome {
                 Ok(()) => AsyncMutexGuard::new(self, held),
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
-            }
-        }
+            })
     }
 
     /// Takes the lock if it is free and nobody is queued for it.
@@ -151,7 +150,9 @@ impl<T: ?Sized> AsyncMutex<T> {
     #[track_caller]
     pub fn try_lock(&self) -> Result<AsyncMutexGuard<'_, T>, WouldBlock> {
         let held = self.class.acquire(AcquireKind::Exclusive, false);
-        self.sem.try_acquire(1, false).map_err(|_| WouldBlock)?;
+        self.sem
+            .try_acquire(1, Mode::Whole)
+            .map_err(|_| WouldBlock)?;
         Ok(AsyncMutexGuard::new(self, held))
     }
 
@@ -180,7 +181,7 @@ impl<T: ?Sized> AsyncMutex<T> {
         timeout: Duration,
     ) -> impl Future<Output = Result<AsyncMutexGuard<'_, T>, LockTimeout>> + '_ {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
-        let acquire = self.sem.acquire(1, false);
+        let acquire = self.sem.acquire(1, Mode::Whole);
         let deadline = deadline_after(timeout);
         async move {
             match Deadline::new(acquire, deadline).await {
@@ -206,7 +207,7 @@ impl<T: ?Sized> AsyncMutex<T> {
     #[track_caller]
     pub fn lock_blocking(&self) -> AsyncMutexGuard<'_, T> {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
-        match self.sem.acquire_blocking(1, false, None) {
+        match self.sem.acquire_blocking(1, Mode::Whole, None) {
             Ok(()) => AsyncMutexGuard::new(self, held),
             Err(err) => unreachable!("unbounded acquire failed: {err}"),
         }
@@ -230,7 +231,7 @@ impl<T: ?Sized> AsyncMutex<T> {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
         let lock = Arc::clone(self);
         async move {
-            match lock.sem.acquire(1, false).await {
+            match lock.sem.acquire(1, Mode::Whole).await {
                 Ok(()) => OwnedAsyncMutexGuard::new(lock, held),
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
             }
@@ -253,7 +254,9 @@ impl<T: ?Sized> AsyncMutex<T> {
     #[track_caller]
     pub fn try_lock_owned(self: &Arc<Self>) -> Result<OwnedAsyncMutexGuard<T>, WouldBlock> {
         let held = self.class.acquire(AcquireKind::Exclusive, false);
-        self.sem.try_acquire(1, false).map_err(|_| WouldBlock)?;
+        self.sem
+            .try_acquire(1, Mode::Whole)
+            .map_err(|_| WouldBlock)?;
         Ok(OwnedAsyncMutexGuard::new(Arc::clone(self), held))
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken};
-use crate::sync::raw_semaphore::{RawSemaphore, loom_const_fn};
+use crate::sync::raw_semaphore::{Mode, RawSemaphore, loom_const_fn};
 use crate::sync::timeout::{Deadline, deadline_after};
 use crate::sync::{LockTimeout, WouldBlock};
 
@@ -142,16 +142,15 @@ impl<T: ?Sized> AsyncRwLock<T> {
     #[track_caller]
     pub fn read(&self) -> impl Future<Output = AsyncRwLockReadGuard<'_, T>> + '_ {
         let held = self.class.acquire(AcquireKind::Shared, true);
-        let acquire = self.sem.acquire(1, false);
-        async move {
-            match acquire.await {
+        self.sem
+            .acquire(1, Mode::Unchecked)
+            .map(move |outcome| match outcome {
                 Ok(()) => AsyncRwLockReadGuard {
                     lock: self,
                     _held: held,
                 },
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
-            }
-        }
+            })
     }
 
     /// Waits for exclusive access; from the moment it waits, new readers
@@ -167,13 +166,12 @@ impl<T: ?Sized> AsyncRwLock<T> {
     #[track_caller]
     pub fn write(&self) -> impl Future<Output = AsyncRwLockWriteGuard<'_, T>> + '_ {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
-        let acquire = self.sem.acquire(MAX_READERS, false);
-        async move {
-            match acquire.await {
+        self.sem
+            .acquire(MAX_READERS, Mode::Whole)
+            .map(move |outcome| match outcome {
                 Ok(()) => AsyncRwLockWriteGuard::new(self, held),
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
-            }
-        }
+            })
     }
 
     /// Takes shared access if no writer holds or waits for the lock.
@@ -192,7 +190,9 @@ impl<T: ?Sized> AsyncRwLock<T> {
     #[track_caller]
     pub fn try_read(&self) -> Result<AsyncRwLockReadGuard<'_, T>, WouldBlock> {
         let held = self.class.acquire(AcquireKind::Shared, false);
-        self.sem.try_acquire(1, false).map_err(|_| WouldBlock)?;
+        self.sem
+            .try_acquire(1, Mode::Unchecked)
+            .map_err(|_| WouldBlock)?;
         Ok(AsyncRwLockReadGuard {
             lock: self,
             _held: held,
@@ -214,7 +214,7 @@ impl<T: ?Sized> AsyncRwLock<T> {
     pub fn try_write(&self) -> Result<AsyncRwLockWriteGuard<'_, T>, WouldBlock> {
         let held = self.class.acquire(AcquireKind::Exclusive, false);
         self.sem
-            .try_acquire(MAX_READERS, false)
+            .try_acquire(MAX_READERS, Mode::Whole)
             .map_err(|_| WouldBlock)?;
         Ok(AsyncRwLockWriteGuard::new(self, held))
     }
@@ -241,7 +241,7 @@ impl<T: ?Sized> AsyncRwLock<T> {
         timeout: Duration,
     ) -> impl Future<Output = Result<AsyncRwLockReadGuard<'_, T>, LockTimeout>> + '_ {
         let held = self.class.acquire(AcquireKind::Shared, true);
-        let acquire = self.sem.acquire(1, false);
+        let acquire = self.sem.acquire(1, Mode::Unchecked);
         let deadline = deadline_after(timeout);
         async move {
             match Deadline::new(acquire, deadline).await {
@@ -278,7 +278,7 @@ impl<T: ?Sized> AsyncRwLock<T> {
         timeout: Duration,
     ) -> impl Future<Output = Result<AsyncRwLockWriteGuard<'_, T>, LockTimeout>> + '_ {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
-        let acquire = self.sem.acquire(MAX_READERS, false);
+        let acquire = self.sem.acquire(MAX_READERS, Mode::Whole);
         let deadline = deadline_after(timeout);
         async move {
             match Deadline::new(acquire, deadline).await {
@@ -300,7 +300,7 @@ impl<T: ?Sized> AsyncRwLock<T> {
     #[track_caller]
     pub fn read_blocking(&self) -> AsyncRwLockReadGuard<'_, T> {
         let held = self.class.acquire(AcquireKind::Shared, true);
-        match self.sem.acquire_blocking(1, false, None) {
+        match self.sem.acquire_blocking(1, Mode::Unchecked, None) {
             Ok(()) => AsyncRwLockReadGuard {
                 lock: self,
                 _held: held,
@@ -320,7 +320,7 @@ impl<T: ?Sized> AsyncRwLock<T> {
     #[track_caller]
     pub fn write_blocking(&self) -> AsyncRwLockWriteGuard<'_, T> {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
-        match self.sem.acquire_blocking(MAX_READERS, false, None) {
+        match self.sem.acquire_blocking(MAX_READERS, Mode::Whole, None) {
             Ok(()) => AsyncRwLockWriteGuard::new(self, held),
             Err(err) => unreachable!("unbounded acquire failed: {err}"),
         }
@@ -344,7 +344,7 @@ impl<T: ?Sized> AsyncRwLock<T> {
         let held = self.class.acquire(AcquireKind::Shared, true);
         let lock = Arc::clone(self);
         async move {
-            match lock.sem.acquire(1, false).await {
+            match lock.sem.acquire(1, Mode::Unchecked).await {
                 Ok(()) => OwnedAsyncRwLockReadGuard { lock, _held: held },
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
             }
@@ -369,7 +369,7 @@ impl<T: ?Sized> AsyncRwLock<T> {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
         let lock = Arc::clone(self);
         async move {
-            match lock.sem.acquire(MAX_READERS, false).await {
+            match lock.sem.acquire(MAX_READERS, Mode::Whole).await {
                 Ok(()) => OwnedAsyncRwLockWriteGuard::new(lock, held),
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
             }
@@ -390,7 +390,9 @@ impl<T: ?Sized> AsyncRwLock<T> {
     #[track_caller]
     pub fn try_read_owned(self: &Arc<Self>) -> Result<OwnedAsyncRwLockReadGuard<T>, WouldBlock> {
         let held = self.class.acquire(AcquireKind::Shared, false);
-        self.sem.try_acquire(1, false).map_err(|_| WouldBlock)?;
+        self.sem
+            .try_acquire(1, Mode::Unchecked)
+            .map_err(|_| WouldBlock)?;
         Ok(OwnedAsyncRwLockReadGuard {
             lock: Arc::clone(self),
             _held: held,
@@ -414,7 +416,7 @@ impl<T: ?Sized> AsyncRwLock<T> {
     pub fn try_write_owned(self: &Arc<Self>) -> Result<OwnedAsyncRwLockWriteGuard<T>, WouldBlock> {
         let held = self.class.acquire(AcquireKind::Exclusive, false);
         self.sem
-            .try_acquire(MAX_READERS, false)
+            .try_acquire(MAX_READERS, Mode::Whole)
             .map_err(|_| WouldBlock)?;
         Ok(OwnedAsyncRwLockWriteGuard::new(Arc::clone(self), held))
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken};
 use crate::sync::AcquireError;
-use crate::sync::raw_semaphore::{self, RawSemaphore, loom_const_fn};
+use crate::sync::raw_semaphore::{self, Mode, RawSemaphore, loom_const_fn};
 use crate::sync::timeout::deadline_after;
 
 /// A counting semaphore: at most [`total_permits`](Self::total_permits)
@@ -115,7 +115,7 @@ impl Semaphore {
     #[track_caller]
     pub fn acquire(&self) -> SemaphorePermit<'_> {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
-        match self.raw.acquire_blocking(1, false, None) {
+        match self.raw.acquire_blocking(1, Mode::Unchecked, None) {
             Ok(()) => SemaphorePermit::new(self, 1, held),
             // Without a deadline or a total check the wait only ends granted.
             Err(err) => unreachable!("unbounded acquire failed: {err}"),
@@ -144,7 +144,7 @@ impl Semaphore {
     #[track_caller]
     pub fn acquire_many(&self, n: usize) -> Result<SemaphorePermit<'_>, AcquireError> {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
-        self.raw.acquire_blocking(n, true, None)?;
+        self.raw.acquire_blocking(n, Mode::Checked, None)?;
         Ok(SemaphorePermit::new(self, n, held))
     }
 
@@ -165,7 +165,7 @@ impl Semaphore {
     #[track_caller]
     pub fn try_acquire(&self) -> Result<SemaphorePermit<'_>, AcquireError> {
         let held = self.class.acquire(AcquireKind::Exclusive, false);
-        self.raw.try_acquire(1, false)?;
+        self.raw.try_acquire(1, Mode::Unchecked)?;
         Ok(SemaphorePermit::new(self, 1, held))
     }
 
@@ -186,7 +186,7 @@ impl Semaphore {
     #[track_caller]
     pub fn try_acquire_many(&self, n: usize) -> Result<SemaphorePermit<'_>, AcquireError> {
         let held = self.class.acquire(AcquireKind::Exclusive, false);
-        self.raw.try_acquire(n, true)?;
+        self.raw.try_acquire(n, Mode::Checked)?;
         Ok(SemaphorePermit::new(self, n, held))
     }
 
@@ -209,7 +209,7 @@ impl Semaphore {
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<SemaphorePermit<'_>, AcquireError> {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
         self.raw
-            .acquire_blocking(1, false, deadline_after(timeout))?;
+            .acquire_blocking(1, Mode::Unchecked, deadline_after(timeout))?;
         Ok(SemaphorePermit::new(self, 1, held))
     }
 
@@ -236,7 +236,7 @@ impl Semaphore {
     ) -> Result<SemaphorePermit<'_>, AcquireError> {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
         self.raw
-            .acquire_blocking(n, true, deadline_after(timeout))?;
+            .acquire_blocking(n, Mode::Checked, deadline_after(timeout))?;
         Ok(SemaphorePermit::new(self, n, held))
     }
 
@@ -258,13 +258,12 @@ impl Semaphore {
     #[track_caller]
     pub fn acquire_async(&self) -> impl Future<Output = SemaphorePermit<'_>> + '_ {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
-        let acquire = self.raw.acquire(1, false);
-        async move {
-            match acquire.await {
+        self.raw
+            .acquire(1, Mode::Unchecked)
+            .map(move |outcome| match outcome {
                 Ok(()) => SemaphorePermit::new(self, 1, held),
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
-            }
-        }
+            })
     }
 
     /// Waits asynchronously for `n` permits, taken together. Cancel-safe.
@@ -287,11 +286,9 @@ impl Semaphore {
         n: usize,
     ) -> impl Future<Output = Result<SemaphorePermit<'_>, AcquireError>> + '_ {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
-        let acquire = self.raw.acquire(n, true);
-        async move {
-            acquire.await?;
-            Ok(SemaphorePermit::new(self, n, held))
-        }
+        self.raw
+            .acquire(n, Mode::Checked)
+            .map(move |outcome| outcome.map(|()| SemaphorePermit::new(self, n, held)))
     }
 
     /// Blocks the thread for one permit tied to an `Arc` of the semaphore,
@@ -307,7 +304,7 @@ impl Semaphore {
     #[track_caller]
     pub fn acquire_owned(self: &Arc<Self>) -> OwnedSemaphorePermit {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
-        match self.raw.acquire_blocking(1, false, None) {
+        match self.raw.acquire_blocking(1, Mode::Unchecked, None) {
             Ok(()) => OwnedSemaphorePermit::new(Arc::clone(self), 1, held),
             Err(err) => unreachable!("unbounded acquire failed: {err}"),
         }
@@ -331,7 +328,7 @@ impl Semaphore {
         n: usize,
     ) -> Result<OwnedSemaphorePermit, AcquireError> {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
-        self.raw.acquire_blocking(n, true, None)?;
+        self.raw.acquire_blocking(n, Mode::Checked, None)?;
         Ok(OwnedSemaphorePermit::new(Arc::clone(self), n, held))
     }
 
@@ -351,7 +348,7 @@ impl Semaphore {
     #[track_caller]
     pub fn try_acquire_owned(self: &Arc<Self>) -> Result<OwnedSemaphorePermit, AcquireError> {
         let held = self.class.acquire(AcquireKind::Exclusive, false);
-        self.raw.try_acquire(1, false)?;
+        self.raw.try_acquire(1, Mode::Unchecked)?;
         Ok(OwnedSemaphorePermit::new(Arc::clone(self), 1, held))
     }
 
@@ -374,7 +371,7 @@ impl Semaphore {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
         let sem = Arc::clone(self);
         async move {
-            match sem.raw.acquire(1, false).await {
+            match sem.raw.acquire(1, Mode::Unchecked).await {
                 Ok(()) => OwnedSemaphorePermit::new(sem, 1, held),
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
             }
@@ -404,7 +401,7 @@ impl Semaphore {
         let held = self.class.acquire(AcquireKind::Exclusive, true);
         let sem = Arc::clone(self);
         async move {
-            sem.raw.acquire(n, true).await?;
+            sem.raw.acquire(n, Mode::Checked).await?;
             Ok(OwnedSemaphorePermit::new(sem, n, held))
         }
     }
