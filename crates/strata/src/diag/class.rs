@@ -70,7 +70,37 @@ pub(crate) enum AcquireKind {
 /// zero-sized when checking is off.
 #[must_use]
 pub(crate) struct HeldToken {
-    _private: (),
+    #[cfg(strata_checked)]
+    entry: Option<super::engine::HeldEntry>,
+}
+
+impl HeldToken {
+    /// Records a mode change of a held lock (a downgrade, a finished
+    /// upgrade); checks nothing, the class is already held.
+    #[inline]
+    #[cfg_attr(not(strata_checked), allow(unused_variables))]
+    pub(crate) fn set_kind(&mut self, kind: AcquireKind) {
+        #[cfg(strata_checked)]
+        if let Some(entry) = &mut self.entry {
+            entry.set_kind(kind);
+        }
+    }
+}
+
+/// How a checked acquisition is made, beyond its [`AcquireKind`].
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum How {
+    /// Waits until it gets the lock: reported on a bad order.
+    Blocking,
+    /// A `try_` or timed acquisition: records the edge, never reports.
+    /// A timed wait cannot hang, and backing off on a timeout is the usual
+    /// way out of a suspected deadlock, so reporting it would punish the cure.
+    Try,
+    /// Part of `lock_two` / `lock_all`: same-class instances in address order.
+    Ordered,
+    /// `lock_nested(subclass)`: a distinct nesting level of the class.
+    Nested(u32),
 }
 
 impl ClassSlot {
@@ -118,10 +148,42 @@ impl ClassSlot {
     ///
     /// The order checker of issue 3 hangs here; `try_` acquisitions pass
     /// `report = false` (they record edges but never report).
+    ///
+    /// Not yet wired to the checker: the primitives still calling this
+    /// (condvar, barrier and semaphore waits, the async locks) need the
+    /// task-carried held set first, since an async acquisition starts where
+    /// the future is created, not where it is polled.
     #[track_caller]
     #[inline(always)]
     pub(crate) fn acquire(&self, _kind: AcquireKind, _report: bool) -> HeldToken {
-        HeldToken { _private: () }
+        HeldToken {
+            #[cfg(strata_checked)]
+            entry: None,
+        }
+    }
+
+    /// Checks the order of taking this class on the current thread, reports
+    /// a violation before the caller can block, and marks the class held
+    /// until the token drops. Compiles to nothing with checking off.
+    #[track_caller]
+    #[inline(always)]
+    #[cfg_attr(not(strata_checked), allow(unused_variables))]
+    pub(crate) fn enter(&self, kind: AcquireKind, how: How) -> HeldToken {
+        #[cfg(strata_checked)]
+        {
+            use super::engine::{AcquireOpts, on_acquire};
+            let opts = match how {
+                How::Blocking => AcquireOpts::BLOCKING,
+                How::Try => AcquireOpts::TRY,
+                How::Ordered => AcquireOpts::ORDERED,
+                How::Nested(n) => AcquireOpts::nested(n),
+            };
+            HeldToken {
+                entry: Some(on_acquire(self.key, kind, Location::caller(), opts)),
+            }
+        }
+        #[cfg(not(strata_checked))]
+        HeldToken {}
     }
 }
 

@@ -64,8 +64,8 @@ impl AcquireOpts {
         ordered: false,
         subclass: 0,
     };
-    /// `try_lock()` and friends (timed variants that may give up are still
-    /// blocking: they wait, and a wait can be a deadlock until it times out).
+    /// `try_lock()` and the timed variants (`try_lock_for`, ...): they cannot
+    /// hang, so they record edges but never report.
     pub(crate) const TRY: Self = Self {
         report: false,
         ordered: false,

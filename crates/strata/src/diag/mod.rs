@@ -21,7 +21,7 @@ mod registry;
 mod report;
 
 pub use class::ClassKey;
-pub(crate) use class::{AcquireKind, ClassSlot, HeldToken};
+pub(crate) use class::{AcquireKind, ClassSlot, HeldToken, How};
 #[cfg(strata_checked)]
 #[allow(unused_imports)] // used by the lock primitives once they are wired
 pub(crate) use engine::{AcquireOpts, HeldEntry, on_acquire, on_acquire_in, on_release};

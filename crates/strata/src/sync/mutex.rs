@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken};
+use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken, How};
 
 /// A mutual-exclusion lock protecting a `T`, with no poisoning.
 ///
@@ -198,7 +198,7 @@ impl<T: ?Sized> Mutex<T> {
     pub fn lock(&self) -> MutexGuard<'_, T> {
         // The class hook runs before blocking so a would-be deadlock is
         // reported instead of hung on.
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Blocking);
         MutexGuard::new(self.inner.lock(), held)
     }
 
@@ -207,7 +207,7 @@ impl<T: ?Sized> Mutex<T> {
     ///
     /// `subclass` tells the order checker which nesting level this is, as
     /// lockdep's `mutex_lock_nested` does; locks at different subclasses of
-    /// one class may nest. Today it locks exactly like `lock`.
+    /// one class may nest.
     ///
     /// ```
     /// use strata::sync::Mutex;
@@ -223,10 +223,19 @@ impl<T: ?Sized> Mutex<T> {
     #[track_caller]
     #[inline]
     pub fn lock_nested(&self, subclass: u32) -> MutexGuard<'_, T> {
-        // Issue 3 threads `subclass` into the class hook; until then the
-        // acquisition is recorded like any other.
-        let _ = subclass;
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
+        let held = self
+            .class
+            .enter(AcquireKind::Exclusive, How::Nested(subclass));
+        MutexGuard::new(self.inner.lock(), held)
+    }
+
+    /// `lock` for [`lock_two`](super::lock_two) / [`lock_all`](super::lock_all):
+    /// they take same-class instances in address order, which the order
+    /// checker must not report as a self-deadlock.
+    #[track_caller]
+    #[inline]
+    pub(crate) fn lock_ordered(&self) -> MutexGuard<'_, T> {
+        let held = self.class.enter(AcquireKind::Exclusive, How::Ordered);
         MutexGuard::new(self.inner.lock(), held)
     }
 
@@ -243,7 +252,7 @@ impl<T: ?Sized> Mutex<T> {
     #[inline]
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
         // A try cannot deadlock, so it records order but never reports.
-        let held = self.class.acquire(AcquireKind::Exclusive, false);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
         self.inner.try_lock().map(|g| MutexGuard::new(g, held))
     }
 
@@ -261,7 +270,7 @@ impl<T: ?Sized> Mutex<T> {
     #[track_caller]
     #[inline]
     pub fn try_lock_for(&self, timeout: Duration) -> Option<MutexGuard<'_, T>> {
-        let held = self.class.acquire(AcquireKind::Exclusive, false);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
         self.inner
             .try_lock_for(timeout)
             .map(|g| MutexGuard::new(g, held))
@@ -279,7 +288,7 @@ impl<T: ?Sized> Mutex<T> {
     #[track_caller]
     #[inline]
     pub fn try_lock_until(&self, deadline: Instant) -> Option<MutexGuard<'_, T>> {
-        let held = self.class.acquire(AcquireKind::Exclusive, false);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
         self.inner
             .try_lock_until(deadline)
             .map(|g| MutexGuard::new(g, held))
@@ -386,7 +395,9 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     /// let m = Mutex::new(0);
     /// let mut guard = m.lock();
     /// *guard += 1;
-    /// let seen_by_other = MutexGuard::unlocked(&mut guard, || *m.lock());
+    /// let seen_by_other = MutexGuard::unlocked(&mut guard, || {
+    ///     std::thread::scope(|s| s.spawn(|| *m.lock()).join().unwrap())
+    /// });
     /// assert_eq!(seen_by_other, 1);
     /// *guard += 1;
     /// drop(guard);

@@ -88,15 +88,15 @@ pub fn lock_two<'a, 'b, T: ?Sized, U: ?Sized>(
     if pa == pb {
         return Err(OrderedLockError::SameLock);
     }
-    // Recorded as ordinary acquisitions for now; issue 3 marks them as taken
-    // in address order, so same-class nesting here is not reported.
+    // Marked as ordered: same-class nesting in address order is not a
+    // self-deadlock, so the checker does not report it.
     if pa < pb {
-        let ga = a.lock();
-        let gb = b.lock();
+        let ga = a.lock_ordered();
+        let gb = b.lock_ordered();
         Ok((ga, gb))
     } else {
-        let gb = b.lock();
-        let ga = a.lock();
+        let gb = b.lock_ordered();
+        let ga = a.lock_ordered();
         Ok((ga, gb))
     }
 }
@@ -127,10 +127,10 @@ pub fn lock_all<'a, T: ?Sized, const N: usize>(
     let mut guards: [Option<MutexGuard<'a, T>>; N] = std::array::from_fn(|_| None);
     // A plain loop rather than a closure, so `#[track_caller]` carries the
     // caller's location into each `lock`.
-    // Recorded as ordinary acquisitions for now; issue 3 marks them as taken
-    // in address order.
+    // Marked as ordered: same-class nesting in address order is not a
+    // self-deadlock, so the checker does not report it.
     for &i in &order {
-        guards[i] = Some(locks[i].lock());
+        guards[i] = Some(locks[i].lock_ordered());
     }
     Ok(guards.map(|g| g.expect("`order` is a permutation, so every slot was filled")))
 }
@@ -158,10 +158,9 @@ pub fn lock_all_vec<'a, T: ?Sized>(
     let mut order: Vec<usize> = (0..locks.len()).collect();
     global_order(locks, &mut order)?;
     let mut guards: Vec<Option<MutexGuard<'a, T>>> = locks.iter().map(|_| None).collect();
-    // Recorded as ordinary acquisitions for now; issue 3 marks them as taken
-    // in address order.
+    // Marked as ordered, as in `lock_all`.
     for &i in &order {
-        guards[i] = Some(locks[i].lock());
+        guards[i] = Some(locks[i].lock_ordered());
     }
     Ok(guards
         .into_iter()

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken};
+use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken, How};
 
 /// A reader-writer lock: many readers or one writer, no poisoning.
 ///
@@ -25,7 +25,9 @@ use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken};
 /// let config = RwLock::new(vec![1, 2, 3]);
 /// {
 ///     let r1 = config.read();
-///     let r2 = config.read();
+///     // Readers share. (A second blocking `read` on one thread is reported:
+///     // it deadlocks as soon as a writer queues between the two.)
+///     let r2 = config.try_read().unwrap();
 ///     assert_eq!(r1.len() + r2.len(), 6);
 /// }
 /// config.write().push(4);
@@ -147,13 +149,13 @@ impl<T: ?Sized> RwLock<T> {
     /// ```
     /// let lock = strata::sync::RwLock::new(1);
     /// let a = lock.read();
-    /// let b = lock.read(); // readers share
+    /// let b = lock.try_read().unwrap(); // readers share
     /// assert_eq!(*a + *b, 2);
     /// ```
     #[track_caller]
     #[inline]
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
-        let held = self.class.acquire(AcquireKind::Shared, true);
+        let held = self.class.enter(AcquireKind::Shared, How::Blocking);
         RwLockReadGuard::new(self.inner.read(), held)
     }
 
@@ -167,7 +169,7 @@ impl<T: ?Sized> RwLock<T> {
     #[track_caller]
     #[inline]
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Blocking);
         RwLockWriteGuard::new(self.inner.write(), held)
     }
 
@@ -179,7 +181,7 @@ impl<T: ?Sized> RwLock<T> {
     ///
     /// let lock = RwLock::new(1);
     /// let up = lock.upgradable_read();
-    /// let plain = lock.read(); // plain readers still get in
+    /// let plain = lock.try_read().unwrap(); // plain readers still get in
     /// assert_eq!(*up, *plain);
     /// drop(plain);
     /// *RwLockUpgradableReadGuard::upgrade(up) += 1;
@@ -188,7 +190,7 @@ impl<T: ?Sized> RwLock<T> {
     #[track_caller]
     #[inline]
     pub fn upgradable_read(&self) -> RwLockUpgradableReadGuard<'_, T> {
-        let held = self.class.acquire(AcquireKind::Upgradable, true);
+        let held = self.class.enter(AcquireKind::Upgradable, How::Blocking);
         RwLockUpgradableReadGuard::new(self.inner.upgradable_read(), held)
     }
 
@@ -204,7 +206,7 @@ impl<T: ?Sized> RwLock<T> {
     #[track_caller]
     #[inline]
     pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
-        let held = self.class.acquire(AcquireKind::Shared, false);
+        let held = self.class.enter(AcquireKind::Shared, How::Try);
         self.inner.try_read().map(|g| RwLockReadGuard::new(g, held))
     }
 
@@ -220,7 +222,7 @@ impl<T: ?Sized> RwLock<T> {
     #[track_caller]
     #[inline]
     pub fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
-        let held = self.class.acquire(AcquireKind::Exclusive, false);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
         self.inner
             .try_write()
             .map(|g| RwLockWriteGuard::new(g, held))
@@ -237,7 +239,7 @@ impl<T: ?Sized> RwLock<T> {
     #[track_caller]
     #[inline]
     pub fn try_upgradable_read(&self) -> Option<RwLockUpgradableReadGuard<'_, T>> {
-        let held = self.class.acquire(AcquireKind::Upgradable, false);
+        let held = self.class.enter(AcquireKind::Upgradable, How::Try);
         self.inner
             .try_upgradable_read()
             .map(|g| RwLockUpgradableReadGuard::new(g, held))
@@ -257,7 +259,7 @@ impl<T: ?Sized> RwLock<T> {
     #[track_caller]
     #[inline]
     pub fn try_read_for(&self, timeout: Duration) -> Option<RwLockReadGuard<'_, T>> {
-        let held = self.class.acquire(AcquireKind::Shared, false);
+        let held = self.class.enter(AcquireKind::Shared, How::Try);
         self.inner
             .try_read_for(timeout)
             .map(|g| RwLockReadGuard::new(g, held))
@@ -274,7 +276,7 @@ impl<T: ?Sized> RwLock<T> {
     #[track_caller]
     #[inline]
     pub fn try_read_until(&self, deadline: Instant) -> Option<RwLockReadGuard<'_, T>> {
-        let held = self.class.acquire(AcquireKind::Shared, false);
+        let held = self.class.enter(AcquireKind::Shared, How::Try);
         self.inner
             .try_read_until(deadline)
             .map(|g| RwLockReadGuard::new(g, held))
@@ -294,7 +296,7 @@ impl<T: ?Sized> RwLock<T> {
     #[track_caller]
     #[inline]
     pub fn try_write_for(&self, timeout: Duration) -> Option<RwLockWriteGuard<'_, T>> {
-        let held = self.class.acquire(AcquireKind::Exclusive, false);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
         self.inner
             .try_write_for(timeout)
             .map(|g| RwLockWriteGuard::new(g, held))
@@ -311,7 +313,7 @@ impl<T: ?Sized> RwLock<T> {
     #[track_caller]
     #[inline]
     pub fn try_write_until(&self, deadline: Instant) -> Option<RwLockWriteGuard<'_, T>> {
-        let held = self.class.acquire(AcquireKind::Exclusive, false);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
         self.inner
             .try_write_until(deadline)
             .map(|g| RwLockWriteGuard::new(g, held))
@@ -334,7 +336,7 @@ impl<T: ?Sized> RwLock<T> {
         &self,
         timeout: Duration,
     ) -> Option<RwLockUpgradableReadGuard<'_, T>> {
-        let held = self.class.acquire(AcquireKind::Upgradable, false);
+        let held = self.class.enter(AcquireKind::Upgradable, How::Try);
         self.inner
             .try_upgradable_read_for(timeout)
             .map(|g| RwLockUpgradableReadGuard::new(g, held))
@@ -355,7 +357,7 @@ impl<T: ?Sized> RwLock<T> {
         &self,
         deadline: Instant,
     ) -> Option<RwLockUpgradableReadGuard<'_, T>> {
-        let held = self.class.acquire(AcquireKind::Upgradable, false);
+        let held = self.class.enter(AcquireKind::Upgradable, How::Try);
         self.inner
             .try_upgradable_read_until(deadline)
             .map(|g| RwLockUpgradableReadGuard::new(g, held))
@@ -486,13 +488,15 @@ impl<'a, T: ?Sized> RwLockWriteGuard<'a, T> {
     /// let mut w = lock.write();
     /// *w = 2;
     /// let r = RwLockWriteGuard::downgrade(w);
-    /// let other = lock.read(); // readers get in now
+    /// let other = lock.try_read().unwrap(); // readers get in now
     /// assert_eq!(*r + *other, 4);
     /// ```
     #[inline]
     pub fn downgrade(s: Self) -> RwLockReadGuard<'a, T> {
-        // TODO(issue 3): re-tag the held class as Shared.
-        let Self { inner, held, .. } = s;
+        let Self {
+            inner, mut held, ..
+        } = s;
+        held.set_kind(AcquireKind::Shared);
         RwLockReadGuard::new(parking_lot::RwLockWriteGuard::downgrade(inner), held)
     }
 
@@ -503,14 +507,16 @@ impl<'a, T: ?Sized> RwLockWriteGuard<'a, T> {
     ///
     /// let lock = RwLock::new(1);
     /// let up = RwLockWriteGuard::downgrade_to_upgradable(lock.write());
-    /// assert_eq!(*lock.read(), 1); // plain readers get in
+    /// assert_eq!(*lock.try_read().unwrap(), 1); // plain readers get in
     /// *RwLockUpgradableReadGuard::upgrade(up) = 3;
     /// assert_eq!(*lock.read(), 3);
     /// ```
     #[inline]
     pub fn downgrade_to_upgradable(s: Self) -> RwLockUpgradableReadGuard<'a, T> {
-        // TODO(issue 3): re-tag the held class as Upgradable.
-        let Self { inner, held, .. } = s;
+        let Self {
+            inner, mut held, ..
+        } = s;
+        held.set_kind(AcquireKind::Upgradable);
         RwLockUpgradableReadGuard::new(
             parking_lot::RwLockWriteGuard::downgrade_to_upgradable(inner),
             held,
@@ -546,9 +552,12 @@ impl<'a, T: ?Sized> RwLockUpgradableReadGuard<'a, T> {
     #[track_caller]
     #[inline]
     pub fn upgrade(s: Self) -> RwLockWriteGuard<'a, T> {
-        // TODO(issue 3): re-tag the held class as Exclusive; blocking here
-        // waits only for plain readers of this same lock.
-        let Self { inner, held, .. } = s;
+        // Blocking here waits only for plain readers of this same lock, which
+        // the checker already saw when the upgradable read was taken.
+        let Self {
+            inner, mut held, ..
+        } = s;
+        held.set_kind(AcquireKind::Exclusive);
         RwLockWriteGuard::new(parking_lot::RwLockUpgradableReadGuard::upgrade(inner), held)
     }
 
@@ -560,7 +569,7 @@ impl<'a, T: ?Sized> RwLockUpgradableReadGuard<'a, T> {
     ///
     /// let lock = RwLock::new(0);
     /// let up = lock.upgradable_read();
-    /// let reader = lock.read();
+    /// let reader = lock.try_read().unwrap();
     /// let up = RwLockUpgradableReadGuard::try_upgrade(up).unwrap_err(); // a reader is in
     /// drop(reader);
     /// let mut w = RwLockUpgradableReadGuard::try_upgrade(up).ok().unwrap();
@@ -568,9 +577,14 @@ impl<'a, T: ?Sized> RwLockUpgradableReadGuard<'a, T> {
     /// ```
     #[inline]
     pub fn try_upgrade(s: Self) -> Result<RwLockWriteGuard<'a, T>, Self> {
-        let Self { inner, held, .. } = s;
+        let Self {
+            inner, mut held, ..
+        } = s;
         match parking_lot::RwLockUpgradableReadGuard::try_upgrade(inner) {
-            Ok(write) => Ok(RwLockWriteGuard::new(write, held)),
+            Ok(write) => {
+                held.set_kind(AcquireKind::Exclusive);
+                Ok(RwLockWriteGuard::new(write, held))
+            }
             Err(inner) => Err(Self::new(inner, held)),
         }
     }
@@ -589,9 +603,14 @@ impl<'a, T: ?Sized> RwLockUpgradableReadGuard<'a, T> {
     /// ```
     #[inline]
     pub fn try_upgrade_for(s: Self, timeout: Duration) -> Result<RwLockWriteGuard<'a, T>, Self> {
-        let Self { inner, held, .. } = s;
+        let Self {
+            inner, mut held, ..
+        } = s;
         match parking_lot::RwLockUpgradableReadGuard::try_upgrade_for(inner, timeout) {
-            Ok(write) => Ok(RwLockWriteGuard::new(write, held)),
+            Ok(write) => {
+                held.set_kind(AcquireKind::Exclusive);
+                Ok(RwLockWriteGuard::new(write, held))
+            }
             Err(inner) => Err(Self::new(inner, held)),
         }
     }
@@ -603,13 +622,15 @@ impl<'a, T: ?Sized> RwLockUpgradableReadGuard<'a, T> {
     ///
     /// let lock = RwLock::new(1);
     /// let r = RwLockUpgradableReadGuard::downgrade(lock.upgradable_read());
-    /// let other = lock.upgradable_read(); // the upgrade slot is free again
+    /// let other = lock.try_upgradable_read().unwrap(); // the upgrade slot is free again
     /// assert_eq!(*r, *other);
     /// ```
     #[inline]
     pub fn downgrade(s: Self) -> RwLockReadGuard<'a, T> {
-        // TODO(issue 3): re-tag the held class as Shared.
-        let Self { inner, held, .. } = s;
+        let Self {
+            inner, mut held, ..
+        } = s;
+        held.set_kind(AcquireKind::Shared);
         RwLockReadGuard::new(
             parking_lot::RwLockUpgradableReadGuard::downgrade(inner),
             held,

@@ -4,7 +4,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
-use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken};
+use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken, How};
 use crate::loom::sync::atomic::{AtomicBool, Ordering};
 
 /// Doubling rounds of busy-waiting (1, 2, 4 … 64 spins) before a waiter
@@ -295,7 +295,7 @@ impl<T: ?Sized> UnfairLock<T> {
     #[track_caller]
     #[inline]
     pub fn lock(&self) -> UnfairLockGuard<'_, T> {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Blocking);
         UnfairLockGuard::new(self.inner.lock(), held)
     }
 
@@ -310,7 +310,7 @@ impl<T: ?Sized> UnfairLock<T> {
     #[track_caller]
     #[inline]
     pub fn try_lock(&self) -> Option<UnfairLockGuard<'_, T>> {
-        let held = self.class.acquire(AcquireKind::Exclusive, false);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
         self.inner.try_lock().map(|g| UnfairLockGuard::new(g, held))
     }
 
