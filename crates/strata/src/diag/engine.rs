@@ -56,7 +56,6 @@ pub(crate) struct AcquireOpts {
     pub(crate) subclass: u32,
 }
 
-#[allow(dead_code)] // the lock primitives start using these when wired
 impl AcquireOpts {
     /// `lock()`, `read()`, `write()`, waits on pseudo-locks.
     pub(crate) const BLOCKING: Self = Self {
@@ -107,7 +106,6 @@ enum Owner {
     Task(Arc<SetInner>),
 }
 
-#[allow(dead_code)] // downgrade/upgrade wiring comes with the lock primitives
 impl HeldEntry {
     /// Records a mode change of the held lock (`downgrade`, an upgrade that
     /// completed). It checks nothing: the thread already holds the class.

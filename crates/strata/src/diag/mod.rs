@@ -22,9 +22,6 @@ mod report;
 
 pub use class::ClassKey;
 pub(crate) use class::{AcquireKind, ClassSlot, HeldToken, How};
-#[cfg(strata_checked)]
-#[allow(unused_imports)] // used by the lock primitives once they are wired
-pub(crate) use engine::{AcquireOpts, HeldEntry, on_acquire, on_acquire_in, on_release};
 pub use handler::{Handler, set_violation_handler};
 pub use held::HeldSet;
 pub use inspect::{held_locks, lock_graph_dot, reset};
