@@ -27,6 +27,15 @@
 
 #![warn(missing_docs)]
 
+pub mod atom;
+pub mod cache;
 pub mod diag;
+pub mod io;
+pub mod lease;
 pub(crate) mod loom;
+pub mod par;
+pub mod runtime;
+pub mod snapshot;
+pub mod stm;
 pub mod sync;
+pub mod task;

@@ -1,0 +1,1 @@
+//! L2 — `BoundedCache` with single-flight loading (issue 6).

@@ -1,0 +1,1 @@
+//! io — cross-process `FileLock` and the crash-safe `DualHeader` (issue 6).

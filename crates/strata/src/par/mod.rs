@@ -1,0 +1,1 @@
+//! L4 — parallel iteration on the runtime (issue 4).

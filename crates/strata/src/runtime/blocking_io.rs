@@ -1,0 +1,1 @@
+//! `BlockingIo`: a bounded thread set for blocking file work, with barrier writes (issue 6).

@@ -1,0 +1,1 @@
+//! L2 — copy-on-write snapshots: `SnapshotCell`, `Versioned` (issue 6).

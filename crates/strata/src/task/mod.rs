@@ -1,0 +1,1 @@
+//! L4 — structured task scopes, cancellation, joins and futures (issue 4).
