@@ -1,12 +1,4 @@
-//! A tour of strata, layer by layer. Run it with
-//!
-//! ```text
-//! cargo run --release --example tour
-//! ```
-//!
-//! Each section exercises one layer and prints what it shows; every claim it
-//! prints is checked by an assertion first, so the tour doubles as a smoke
-//! test of a fresh build.
+//! L1 — the blocking and async locks.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,21 +10,15 @@ use strata::sync::{
     RwLockUpgradableReadGuard, Semaphore, UnfairLock, lock_two,
 };
 
-fn main() {
-    println!(
-        "strata tour — lock-order checking compiled in: {}",
-        strata::diag::checking_enabled()
-    );
+use crate::section;
+
+/// Runs every L1 section.
+pub fn run() {
     blocking_locks();
     ordered_transfers();
     barrier_and_condvar();
     semaphore();
     async_locks();
-    println!("\ntour finished: every layer built so far ran and checked its claims");
-}
-
-fn section(title: &str) {
-    println!("\n== {title}");
 }
 
 /// L1: the blocking locks, on parking_lot cores.

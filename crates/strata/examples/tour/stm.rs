@@ -1,0 +1,4 @@
+//! L2 — STM and atoms (issue 5).
+
+/// Runs this layer's sections.
+pub fn run() {}
