@@ -34,13 +34,15 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
 use super::class::{AcquireKind, ClassKey};
 use super::graph::{Added, EdgeInfo, Graph, Step};
 use super::handler;
-use super::held::{EMPTY_CHAIN, Held, HeldSet, SetInner, Stack, chain_key};
+use super::held::{EMPTY_CHAIN, Held, HeldMeta, HeldSet, SetInner, Stack, chain_key};
+use super::metrics::ClassStats;
 use super::registry::{self, ClassCache, ClassId};
 use super::report::{Access, Acquisition, ClassInfo, EdgeReport, Violation, ViolationKind};
 
@@ -96,6 +98,7 @@ impl AcquireOpts {
 pub(crate) struct HeldEntry {
     owner: Owner,
     seq: u64,
+    stats: Option<&'static ClassStats>,
 }
 
 #[derive(Debug)]
@@ -107,6 +110,76 @@ enum Owner {
 }
 
 impl HeldEntry {
+    const NOBODY: Self = Self {
+        owner: Owner::Nobody,
+        seq: 0,
+        stats: None,
+    };
+
+    /// Counts a wait of `waited` for this acquisition, and times the hold
+    /// that follows (contended holds are always timed, see `metrics`).
+    pub(crate) fn waited(&self, waited: Duration) {
+        if let Some(stats) = self.stats {
+            stats.waited(waited);
+        }
+        let now = Some(Instant::now());
+        self.with_stack(|stack, seq| stack.set_since(seq, now));
+    }
+
+    /// Runs `f` on the stack holding this entry, if it is reachable from
+    /// here (the owning thread, or any thread for a task's set).
+    pub(crate) fn with_stack<R>(&self, f: impl FnOnce(&mut Stack, u64) -> R) -> Option<R> {
+        match &self.owner {
+            Owner::Nobody => None,
+            Owner::Thread(id) => THREAD
+                .try_with(|t| match t.try_borrow_mut() {
+                    Ok(mut t) if t.id == *id => Some(f(&mut t.stack, self.seq)),
+                    _ => None,
+                })
+                .ok()
+                .flatten(),
+            Owner::Task(set) => Some(f(&mut set.stack.lock(), self.seq)),
+        }
+    }
+
+    /// Releases the class for a while (a guard that gives its lock up and
+    /// takes it back, as `MutexGuard::unlocked` does); [`Suspended::resume`]
+    /// takes it again through the order check.
+    pub(crate) fn suspend(self) -> Option<Suspended> {
+        let held = self
+            .with_stack(|stack, seq| stack.get(seq).copied())
+            .flatten()?;
+        let info = registry::info(held.node);
+        let task = match &self.owner {
+            Owner::Task(set) => Some(HeldSet { inner: set.clone() }),
+            _ => None,
+        };
+        drop(self);
+        Some(Suspended {
+            key: info.key,
+            subclass: info.subclass,
+            access: held.access,
+            site: held.site,
+            instance: held.instance,
+            task,
+        })
+    }
+
+    /// Who holds this entry: the thread's name or the task's label.
+    pub(crate) fn context(&self) -> Option<Arc<str>> {
+        match &self.owner {
+            Owner::Nobody => None,
+            Owner::Thread(id) => THREAD
+                .try_with(|t| match t.try_borrow_mut() {
+                    Ok(mut t) if t.id == *id => Some(t.context()),
+                    _ => None,
+                })
+                .ok()
+                .flatten(),
+            Owner::Task(set) => Some(set.label.clone()),
+        }
+    }
+
     /// Records a mode change of the held lock (`downgrade`, an upgrade that
     /// completed). It checks nothing: the thread already holds the class.
     pub(crate) fn set_kind(&mut self, kind: AcquireKind) {
@@ -150,6 +223,30 @@ impl Drop for HeldEntry {
     }
 }
 
+/// A class released by [`HeldEntry::suspend`], to be taken again.
+#[derive(Debug)]
+pub(crate) struct Suspended {
+    key: ClassKey,
+    subclass: u32,
+    access: Access,
+    site: &'static Location<'static>,
+    instance: usize,
+    task: Option<HeldSet>,
+}
+
+impl Suspended {
+    /// Takes the class again, checking the order as a fresh blocking
+    /// acquisition at the original site.
+    pub(crate) fn resume(self) -> HeldEntry {
+        let opts = AcquireOpts::nested(self.subclass);
+        let kind = AcquireKind::from(self.access);
+        match &self.task {
+            Some(set) => on_acquire_in(set, self.key, kind, self.site, opts, self.instance),
+            None => on_acquire(self.key, kind, self.site, opts, self.instance),
+        }
+    }
+}
+
 /// Releases a held class; the same as dropping the entry.
 #[allow(dead_code)] // called by the lock primitives once wired
 pub(crate) fn on_release(entry: HeldEntry) {
@@ -189,7 +286,11 @@ struct ThreadState {
     epoch: u64,
     name: Option<Arc<str>>,
     misses: u64,
+    sampled: u32,
 }
+
+/// One acquisition in this many has its hold time measured (see `metrics`).
+const HOLD_SAMPLE: u32 = 16;
 
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 
@@ -205,6 +306,7 @@ impl ThreadState {
             epoch: EPOCH.load(Ordering::Relaxed),
             name: None,
             misses: 0,
+            sampled: 0,
         }
     }
 
@@ -240,6 +342,27 @@ impl ThreadState {
                 }
             })
             .clone()
+    }
+
+    /// The bookkeeping of a new held entry; one acquisition in
+    /// [`HOLD_SAMPLE`] has its hold timed.
+    #[inline]
+    fn meta(
+        &mut self,
+        class: ClassKey,
+        subclass: u32,
+        site: &'static Location<'static>,
+        instance: usize,
+    ) -> HeldMeta {
+        let (_, stats) = self.classes.node(class, subclass);
+        self.sampled = self.sampled.wrapping_add(1);
+        let since = self.sampled.is_multiple_of(HOLD_SAMPLE).then(Instant::now);
+        HeldMeta {
+            site,
+            instance,
+            stats,
+            since,
+        }
     }
 
     fn remember(&mut self, key: u64) {
@@ -308,12 +431,13 @@ pub(crate) fn on_acquire(
     kind: AcquireKind,
     site: &'static Location<'static>,
     opts: AcquireOpts,
+    instance: usize,
 ) -> HeldEntry {
     let access = Access::from(kind);
     let miss = THREAD.try_with(|t| {
         let mut t = t.borrow_mut();
         t.sync();
-        let node = t.classes.get(class, opts.subclass);
+        let (node, _) = t.classes.node(class, opts.subclass);
         if t.stack.is_empty() {
             return Err(node);
         }
@@ -342,12 +466,7 @@ pub(crate) fn on_acquire(
     });
     let node = match miss {
         // The thread is being torn down: check nothing, hold nothing.
-        Err(_) => {
-            return HeldEntry {
-                owner: Owner::Nobody,
-                seq: 0,
-            };
-        }
+        Err(_) => return HeldEntry::NOBODY,
         Ok(Err(node)) => node,
         Ok(Ok(miss)) => {
             let node = miss.node;
@@ -367,10 +486,12 @@ pub(crate) fn on_acquire(
     };
     THREAD.with(|t| {
         let mut t = t.borrow_mut();
-        let seq = t.stack.push(node, access, site);
+        let meta = t.meta(class, opts.subclass, site, instance);
+        let seq = t.stack.push(node, access, meta);
         HeldEntry {
             owner: Owner::Thread(t.id),
             seq,
+            stats: Some(meta.stats),
         }
     })
 }
@@ -383,6 +504,7 @@ pub(crate) fn on_acquire_in(
     kind: AcquireKind,
     site: &'static Location<'static>,
     opts: AcquireOpts,
+    instance: usize,
 ) -> HeldEntry {
     let access = Access::from(kind);
     let inner = &set.inner;
@@ -440,10 +562,19 @@ pub(crate) fn on_acquire_in(
             node
         }
     };
-    let seq = inner.stack.lock().push(node, access, site);
+    let meta = THREAD
+        .try_with(|t| t.borrow_mut().meta(class, opts.subclass, site, instance))
+        .unwrap_or_else(|_| HeldMeta {
+            site,
+            instance,
+            stats: registry::info(node).stats,
+            since: None,
+        });
+    let seq = inner.stack.lock().push(node, access, meta);
     HeldEntry {
         owner: Owner::Task(inner.clone()),
         seq,
+        stats: Some(meta.stats),
     }
 }
 
@@ -731,12 +862,13 @@ mod tests {
             AcquireKind::Exclusive,
             Location::caller(),
             AcquireOpts::BLOCKING,
+            0,
         )
     }
 
     #[track_caller]
     fn lock_with(k: ClassKey, kind: AcquireKind, opts: AcquireOpts) -> HeldEntry {
-        on_acquire(k, kind, Location::caller(), opts)
+        on_acquire(k, kind, Location::caller(), opts, 0)
     }
 
     fn id(k: ClassKey) -> ClassId {
@@ -1139,6 +1271,7 @@ mod tests {
                 AcquireKind::Exclusive,
                 Location::caller(),
                 AcquireOpts::BLOCKING,
+                0,
             )
         };
         // Task 1 takes A on one worker, is resumed on another and takes B.

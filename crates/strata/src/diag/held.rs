@@ -7,7 +7,11 @@ use std::panic::Location;
 use std::sync::Arc;
 #[cfg(strata_checked)]
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(strata_checked)]
+use std::time::Instant;
 
+#[cfg(strata_checked)]
+use super::metrics::ClassStats;
 #[cfg(strata_checked)]
 use super::registry::ClassId;
 use super::report::Acquisition;
@@ -23,7 +27,23 @@ pub(crate) struct Held {
     pub(crate) access: Access,
     pub(crate) site: &'static Location<'static>,
     pub(crate) seq: u64,
+    /// The address of the primitive instance (0 for a pseudo-lock class),
+    /// so the watchdog can tell who holds what a waiter wants.
+    pub(crate) instance: usize,
+    pub(crate) stats: &'static ClassStats,
+    /// When the hold started, for the sampled hold times of `metrics()`.
+    pub(crate) since: Option<Instant>,
     hash: u64,
+}
+
+/// What [`Stack::push`] records besides the class and mode.
+#[cfg(strata_checked)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeldMeta {
+    pub(crate) site: &'static Location<'static>,
+    pub(crate) instance: usize,
+    pub(crate) stats: &'static ClassStats,
+    pub(crate) since: Option<Instant>,
 }
 
 #[cfg(strata_checked)]
@@ -83,20 +103,19 @@ impl Stack {
     }
 
     /// Pushes an entry and returns the sequence number that releases it.
-    pub(crate) fn push(
-        &mut self,
-        node: ClassId,
-        access: Access,
-        site: &'static Location<'static>,
-    ) -> u64 {
+    pub(crate) fn push(&mut self, node: ClassId, access: Access, meta: HeldMeta) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         let hash = step(self.top_hash(), node, access);
+        meta.stats.acquired();
         self.entries.push(Held {
             node,
             access,
-            site,
+            site: meta.site,
             seq,
+            instance: meta.instance,
+            stats: meta.stats,
+            since: meta.since,
             hash,
         });
         seq
@@ -109,7 +128,8 @@ impl Stack {
         let Some(i) = self.entries.iter().rposition(|h| h.seq == seq) else {
             return false;
         };
-        self.entries.remove(i);
+        let held = self.entries.remove(i);
+        held.stats.released(held.since.map(|t| t.elapsed()));
         self.rehash_from(i);
         true
     }
@@ -135,7 +155,21 @@ impl Stack {
     }
 
     pub(crate) fn clear(&mut self) {
-        self.entries.clear();
+        for held in self.entries.drain(..) {
+            held.stats.released(None);
+        }
+    }
+
+    /// Starts timing the hold of entry `seq` (after a contended wait).
+    pub(crate) fn set_since(&mut self, seq: u64, since: Option<Instant>) {
+        if let Some(h) = self.entries.iter_mut().rfind(|h| h.seq == seq) {
+            h.since = since;
+        }
+    }
+
+    /// The entry `seq`, if held.
+    pub(crate) fn get(&self, seq: u64) -> Option<&Held> {
+        self.entries.iter().rfind(|h| h.seq == seq)
     }
 
     pub(crate) fn acquisitions(&self) -> Vec<Acquisition> {
@@ -275,7 +309,13 @@ mod tests {
 
     #[test]
     fn out_of_order_release_keeps_hashes_consistent() {
-        let here = Location::caller();
+        let stats: &'static ClassStats = Box::leak(Box::default());
+        let here = HeldMeta {
+            site: Location::caller(),
+            instance: 0,
+            stats,
+            since: None,
+        };
         let mut s = Stack::default();
         let a = s.push(ClassId(1), Access::Exclusive, here);
         let _b = s.push(ClassId(2), Access::Shared, here);

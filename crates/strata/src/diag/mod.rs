@@ -1,4 +1,5 @@
-//! L0 — guard rails: lock classes, and (issue 3) the order and wait-for checks.
+//! L0 — guard rails: lock classes, the order checker, the wait-for watchdog
+//! and per-class metrics.
 //!
 //! Every lock-like primitive carries a class slot: the class it belongs to,
 //! either its construction site (`#[track_caller]`) or a name given with
@@ -15,18 +16,24 @@ mod graph;
 mod handler;
 mod held;
 mod inspect;
+mod metrics;
 mod pseudo;
 #[cfg(strata_checked)]
 mod registry;
 mod report;
+#[cfg(strata_checked)]
+mod task;
+mod waits;
 
 pub use class::ClassKey;
-pub(crate) use class::{AcquireKind, ClassSlot, HeldToken, How};
+pub(crate) use class::{AcquireKind, ClassSlot, HeldToken, How, TaskEntry};
 pub use handler::{Handler, set_violation_handler};
 pub use held::HeldSet;
 pub use inspect::{held_locks, lock_graph_dot, reset};
+pub use metrics::{ClassMetrics, metrics};
 pub use pseudo::{Class, ClassGuard};
 pub use report::{Access, Acquisition, ClassInfo, EdgeReport, Violation, ViolationKind};
+pub use waits::{WatchdogHandle, deadlocks, watchdog};
 
 /// Whether lock-order checking is compiled into this build.
 ///

@@ -101,6 +101,7 @@ impl Class {
                 access.into(),
                 site,
                 AcquireOpts::BLOCKING,
+                0,
             ),
         }
     }
@@ -123,6 +124,7 @@ impl Class {
                 Access::Exclusive.into(),
                 site,
                 AcquireOpts::TRY,
+                0,
             ),
         }
     }
@@ -147,6 +149,7 @@ impl Class {
                 Access::Exclusive.into(),
                 site,
                 AcquireOpts::nested(subclass),
+                0,
             ),
         }
     }
@@ -173,6 +176,7 @@ impl Class {
                 Access::Exclusive.into(),
                 site,
                 AcquireOpts::BLOCKING,
+                0,
             ),
         }
     }

@@ -25,6 +25,7 @@ use std::sync::LazyLock;
 use parking_lot::RwLock;
 
 use super::class::ClassKey;
+use super::metrics::ClassStats;
 
 /// A dense id for a (class, subclass) node of the order graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,6 +43,8 @@ impl ClassId {
 pub(crate) struct NodeInfo {
     pub(crate) key: ClassKey,
     pub(crate) subclass: u32,
+    /// Leaked once per node: classes are few and live as long as the process.
+    pub(crate) stats: &'static ClassStats,
 }
 
 /// How a class is identified for interning (see the module docs).
@@ -82,7 +85,11 @@ pub(crate) fn intern(key: ClassKey, subclass: u32) -> ClassId {
         return id;
     }
     let id = ClassId(u32::try_from(reg.nodes.len()).expect("more than u32::MAX lock classes"));
-    reg.nodes.push(NodeInfo { key, subclass });
+    reg.nodes.push(NodeInfo {
+        key,
+        subclass,
+        stats: Box::leak(Box::default()),
+    });
     reg.ids.insert(ident, id);
     id
 }
@@ -90,6 +97,16 @@ pub(crate) fn intern(key: ClassKey, subclass: u32) -> ClassId {
 /// The class and subclass of `id`.
 pub(crate) fn info(id: ClassId) -> NodeInfo {
     REGISTRY.read().nodes[id.index()]
+}
+
+/// Every node with its counters, in registration order.
+pub(crate) fn all_stats() -> Vec<(NodeInfo, &'static ClassStats)> {
+    REGISTRY
+        .read()
+        .nodes
+        .iter()
+        .map(|n| (*n, n.stats))
+        .collect()
 }
 
 /// Number of nodes ever registered (ids are `0..count`).
@@ -116,6 +133,7 @@ struct Slot {
     name_len: usize,
     subclass: u32,
     id: ClassId,
+    stats: Option<&'static ClassStats>,
 }
 
 const EMPTY: Slot = Slot {
@@ -124,6 +142,7 @@ const EMPTY: Slot = Slot {
     name_len: 0,
     subclass: 0,
     id: ClassId(0),
+    stats: None,
 };
 
 impl ClassCache {
@@ -136,6 +155,12 @@ impl ClassCache {
     /// The id of `(key, subclass)`, from the cache when possible.
     #[inline]
     pub(crate) fn get(&mut self, key: ClassKey, subclass: u32) -> ClassId {
+        self.node(key, subclass).0
+    }
+
+    /// The node of `(key, subclass)` and its counters.
+    #[inline]
+    pub(crate) fn node(&mut self, key: ClassKey, subclass: u32) -> (ClassId, &'static ClassStats) {
         let location = std::ptr::from_ref::<Location<'static>>(key.location()) as usize;
         let (name, name_len) = key
             .name()
@@ -148,18 +173,21 @@ impl ClassCache {
             && slot.name == name
             && slot.name_len == name_len
             && slot.subclass == subclass
+            && let Some(stats) = slot.stats
         {
-            return slot.id;
+            return (slot.id, stats);
         }
         let id = intern(key, subclass);
+        let stats = info(id).stats;
         *slot = Slot {
             location,
             name,
             name_len,
             subclass,
             id,
+            stats: Some(stats),
         };
-        id
+        (id, stats)
     }
 }
 

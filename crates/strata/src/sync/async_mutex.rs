@@ -8,7 +8,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken};
+use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken, How};
 use crate::sync::raw_semaphore::{Mode, RawSemaphore, loom_const_fn};
 use crate::sync::timeout::{Deadline, deadline_after};
 use crate::sync::{LockTimeout, WouldBlock};
@@ -125,10 +125,10 @@ impl<T: ?Sized> AsyncMutex<T> {
     /// ```
     #[track_caller]
     pub fn lock(&self) -> impl Future<Output = AsyncMutexGuard<'_, T>> + '_ {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
+        let entry = self.class.task_entry(AcquireKind::Exclusive, How::Blocking);
         self.sem
             .acquire(1, Mode::Whole)
-            .map(move |outcome| match outcome {
+            .map(entry, move |outcome, held| match outcome {
                 Ok(()) => AsyncMutexGuard::new(self, held),
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
             })
@@ -149,7 +149,7 @@ impl<T: ?Sized> AsyncMutex<T> {
     /// ```
     #[track_caller]
     pub fn try_lock(&self) -> Result<AsyncMutexGuard<'_, T>, WouldBlock> {
-        let held = self.class.acquire(AcquireKind::Exclusive, false);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
         self.sem
             .try_acquire(1, Mode::Whole)
             .map_err(|_| WouldBlock)?;
@@ -180,13 +180,17 @@ impl<T: ?Sized> AsyncMutex<T> {
         &self,
         timeout: Duration,
     ) -> impl Future<Output = Result<AsyncMutexGuard<'_, T>, LockTimeout>> + '_ {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
-        let acquire = self.sem.acquire(1, Mode::Whole);
+        // Timed: it cannot hang, so it records the order but never reports.
+        let entry = self.class.task_entry(AcquireKind::Exclusive, How::Try);
+        let acquire = self
+            .sem
+            .acquire(1, Mode::Whole)
+            .map(entry, |outcome, held| (outcome, held));
         let deadline = deadline_after(timeout);
         async move {
             match Deadline::new(acquire, deadline).await {
-                Some(Ok(())) => Ok(AsyncMutexGuard::new(self, held)),
-                Some(Err(err)) => unreachable!("unbounded acquire failed: {err}"),
+                Some((Ok(()), held)) => Ok(AsyncMutexGuard::new(self, held)),
+                Some((Err(err), _)) => unreachable!("unbounded acquire failed: {err}"),
                 None => Err(LockTimeout),
             }
         }
@@ -206,8 +210,12 @@ impl<T: ?Sized> AsyncMutex<T> {
     /// ```
     #[track_caller]
     pub fn lock_blocking(&self) -> AsyncMutexGuard<'_, T> {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
-        match self.sem.acquire_blocking(1, Mode::Whole, None) {
+        let held = self.class.enter(AcquireKind::Exclusive, How::Blocking);
+        let granted = held.wait(
+            || self.sem.try_acquire(1, Mode::Whole).ok().map(Ok),
+            || self.sem.acquire_blocking(1, Mode::Whole, None),
+        );
+        match granted {
             Ok(()) => AsyncMutexGuard::new(self, held),
             Err(err) => unreachable!("unbounded acquire failed: {err}"),
         }
@@ -228,10 +236,15 @@ impl<T: ?Sized> AsyncMutex<T> {
     /// ```
     #[track_caller]
     pub fn lock_owned(self: &Arc<Self>) -> impl Future<Output = OwnedAsyncMutexGuard<T>> + use<T> {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
+        let entry = self.class.task_entry(AcquireKind::Exclusive, How::Blocking);
         let lock = Arc::clone(self);
         async move {
-            match lock.sem.acquire(1, Mode::Whole).await {
+            let (outcome, held) = lock
+                .sem
+                .acquire(1, Mode::Whole)
+                .map(entry, |outcome, held| (outcome, held))
+                .await;
+            match outcome {
                 Ok(()) => OwnedAsyncMutexGuard::new(lock, held),
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
             }
@@ -253,7 +266,7 @@ impl<T: ?Sized> AsyncMutex<T> {
     /// ```
     #[track_caller]
     pub fn try_lock_owned(self: &Arc<Self>) -> Result<OwnedAsyncMutexGuard<T>, WouldBlock> {
-        let held = self.class.acquire(AcquireKind::Exclusive, false);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
         self.sem
             .try_acquire(1, Mode::Whole)
             .map_err(|_| WouldBlock)?;

@@ -7,7 +7,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken};
+use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken, How};
 use crate::sync::raw_semaphore::{Mode, RawSemaphore, loom_const_fn};
 use crate::sync::timeout::{Deadline, deadline_after};
 use crate::sync::{LockTimeout, WouldBlock};
@@ -141,10 +141,10 @@ impl<T: ?Sized> AsyncRwLock<T> {
     /// ```
     #[track_caller]
     pub fn read(&self) -> impl Future<Output = AsyncRwLockReadGuard<'_, T>> + '_ {
-        let held = self.class.acquire(AcquireKind::Shared, true);
+        let entry = self.class.task_entry(AcquireKind::Shared, How::Blocking);
         self.sem
             .acquire(1, Mode::Unchecked)
-            .map(move |outcome| match outcome {
+            .map(entry, move |outcome, held| match outcome {
                 Ok(()) => AsyncRwLockReadGuard {
                     lock: self,
                     _held: held,
@@ -165,10 +165,10 @@ impl<T: ?Sized> AsyncRwLock<T> {
     /// ```
     #[track_caller]
     pub fn write(&self) -> impl Future<Output = AsyncRwLockWriteGuard<'_, T>> + '_ {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
+        let entry = self.class.task_entry(AcquireKind::Exclusive, How::Blocking);
         self.sem
             .acquire(MAX_READERS, Mode::Whole)
-            .map(move |outcome| match outcome {
+            .map(entry, move |outcome, held| match outcome {
                 Ok(()) => AsyncRwLockWriteGuard::new(self, held),
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
             })
@@ -189,7 +189,7 @@ impl<T: ?Sized> AsyncRwLock<T> {
     /// ```
     #[track_caller]
     pub fn try_read(&self) -> Result<AsyncRwLockReadGuard<'_, T>, WouldBlock> {
-        let held = self.class.acquire(AcquireKind::Shared, false);
+        let held = self.class.enter(AcquireKind::Shared, How::Try);
         self.sem
             .try_acquire(1, Mode::Unchecked)
             .map_err(|_| WouldBlock)?;
@@ -212,7 +212,7 @@ impl<T: ?Sized> AsyncRwLock<T> {
     /// ```
     #[track_caller]
     pub fn try_write(&self) -> Result<AsyncRwLockWriteGuard<'_, T>, WouldBlock> {
-        let held = self.class.acquire(AcquireKind::Exclusive, false);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
         self.sem
             .try_acquire(MAX_READERS, Mode::Whole)
             .map_err(|_| WouldBlock)?;
@@ -240,16 +240,20 @@ impl<T: ?Sized> AsyncRwLock<T> {
         &self,
         timeout: Duration,
     ) -> impl Future<Output = Result<AsyncRwLockReadGuard<'_, T>, LockTimeout>> + '_ {
-        let held = self.class.acquire(AcquireKind::Shared, true);
-        let acquire = self.sem.acquire(1, Mode::Unchecked);
+        // Timed: it cannot hang, so it records the order but never reports.
+        let entry = self.class.task_entry(AcquireKind::Shared, How::Try);
+        let acquire = self
+            .sem
+            .acquire(1, Mode::Unchecked)
+            .map(entry, |outcome, held| (outcome, held));
         let deadline = deadline_after(timeout);
         async move {
             match Deadline::new(acquire, deadline).await {
-                Some(Ok(())) => Ok(AsyncRwLockReadGuard {
+                Some((Ok(()), held)) => Ok(AsyncRwLockReadGuard {
                     lock: self,
                     _held: held,
                 }),
-                Some(Err(err)) => unreachable!("unbounded acquire failed: {err}"),
+                Some((Err(err), _)) => unreachable!("unbounded acquire failed: {err}"),
                 None => Err(LockTimeout),
             }
         }
@@ -277,13 +281,17 @@ impl<T: ?Sized> AsyncRwLock<T> {
         &self,
         timeout: Duration,
     ) -> impl Future<Output = Result<AsyncRwLockWriteGuard<'_, T>, LockTimeout>> + '_ {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
-        let acquire = self.sem.acquire(MAX_READERS, Mode::Whole);
+        // Timed: it cannot hang, so it records the order but never reports.
+        let entry = self.class.task_entry(AcquireKind::Exclusive, How::Try);
+        let acquire = self
+            .sem
+            .acquire(MAX_READERS, Mode::Whole)
+            .map(entry, |outcome, held| (outcome, held));
         let deadline = deadline_after(timeout);
         async move {
             match Deadline::new(acquire, deadline).await {
-                Some(Ok(())) => Ok(AsyncRwLockWriteGuard::new(self, held)),
-                Some(Err(err)) => unreachable!("unbounded acquire failed: {err}"),
+                Some((Ok(()), held)) => Ok(AsyncRwLockWriteGuard::new(self, held)),
+                Some((Err(err), _)) => unreachable!("unbounded acquire failed: {err}"),
                 None => Err(LockTimeout),
             }
         }
@@ -299,8 +307,12 @@ impl<T: ?Sized> AsyncRwLock<T> {
     /// ```
     #[track_caller]
     pub fn read_blocking(&self) -> AsyncRwLockReadGuard<'_, T> {
-        let held = self.class.acquire(AcquireKind::Shared, true);
-        match self.sem.acquire_blocking(1, Mode::Unchecked, None) {
+        let held = self.class.enter(AcquireKind::Shared, How::Blocking);
+        let granted = held.wait(
+            || self.sem.try_acquire(1, Mode::Unchecked).ok().map(Ok),
+            || self.sem.acquire_blocking(1, Mode::Unchecked, None),
+        );
+        match granted {
             Ok(()) => AsyncRwLockReadGuard {
                 lock: self,
                 _held: held,
@@ -319,8 +331,12 @@ impl<T: ?Sized> AsyncRwLock<T> {
     /// ```
     #[track_caller]
     pub fn write_blocking(&self) -> AsyncRwLockWriteGuard<'_, T> {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
-        match self.sem.acquire_blocking(MAX_READERS, Mode::Whole, None) {
+        let held = self.class.enter(AcquireKind::Exclusive, How::Blocking);
+        let granted = held.wait(
+            || self.sem.try_acquire(MAX_READERS, Mode::Whole).ok().map(Ok),
+            || self.sem.acquire_blocking(MAX_READERS, Mode::Whole, None),
+        );
+        match granted {
             Ok(()) => AsyncRwLockWriteGuard::new(self, held),
             Err(err) => unreachable!("unbounded acquire failed: {err}"),
         }
@@ -341,10 +357,15 @@ impl<T: ?Sized> AsyncRwLock<T> {
     pub fn read_owned(
         self: &Arc<Self>,
     ) -> impl Future<Output = OwnedAsyncRwLockReadGuard<T>> + use<T> {
-        let held = self.class.acquire(AcquireKind::Shared, true);
+        let entry = self.class.task_entry(AcquireKind::Shared, How::Blocking);
         let lock = Arc::clone(self);
         async move {
-            match lock.sem.acquire(1, Mode::Unchecked).await {
+            let (outcome, held) = lock
+                .sem
+                .acquire(1, Mode::Unchecked)
+                .map(entry, |outcome, held| (outcome, held))
+                .await;
+            match outcome {
                 Ok(()) => OwnedAsyncRwLockReadGuard { lock, _held: held },
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
             }
@@ -366,10 +387,15 @@ impl<T: ?Sized> AsyncRwLock<T> {
     pub fn write_owned(
         self: &Arc<Self>,
     ) -> impl Future<Output = OwnedAsyncRwLockWriteGuard<T>> + use<T> {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
+        let entry = self.class.task_entry(AcquireKind::Exclusive, How::Blocking);
         let lock = Arc::clone(self);
         async move {
-            match lock.sem.acquire(MAX_READERS, Mode::Whole).await {
+            let (outcome, held) = lock
+                .sem
+                .acquire(MAX_READERS, Mode::Whole)
+                .map(entry, |outcome, held| (outcome, held))
+                .await;
+            match outcome {
                 Ok(()) => OwnedAsyncRwLockWriteGuard::new(lock, held),
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
             }
@@ -389,7 +415,7 @@ impl<T: ?Sized> AsyncRwLock<T> {
     /// ```
     #[track_caller]
     pub fn try_read_owned(self: &Arc<Self>) -> Result<OwnedAsyncRwLockReadGuard<T>, WouldBlock> {
-        let held = self.class.acquire(AcquireKind::Shared, false);
+        let held = self.class.enter(AcquireKind::Shared, How::Try);
         self.sem
             .try_acquire(1, Mode::Unchecked)
             .map_err(|_| WouldBlock)?;
@@ -414,7 +440,7 @@ impl<T: ?Sized> AsyncRwLock<T> {
     /// ```
     #[track_caller]
     pub fn try_write_owned(self: &Arc<Self>) -> Result<OwnedAsyncRwLockWriteGuard<T>, WouldBlock> {
-        let held = self.class.acquire(AcquireKind::Exclusive, false);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
         self.sem
             .try_acquire(MAX_READERS, Mode::Whole)
             .map_err(|_| WouldBlock)?;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use super::BarrierError;
-use crate::diag::{AcquireKind, ClassKey, ClassSlot};
+use crate::diag::{AcquireKind, ClassKey, ClassSlot, How};
 use crate::loom::sync::{Condvar, Mutex};
 
 type Completion = Box<dyn Fn() + Send + Sync>;
@@ -223,7 +223,7 @@ impl Barrier {
     /// ```
     #[track_caller]
     pub fn wait(&self) -> BarrierWaitResult {
-        let _waiting = self.class.acquire(AcquireKind::Exclusive, true);
+        let _waiting = self.class.enter(AcquireKind::Exclusive, How::Blocking);
         let mut state = self.state.lock();
         let generation = state.generation;
         state.arrived += 1;

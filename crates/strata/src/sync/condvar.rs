@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::mutex::MutexGuard;
-use crate::diag::{AcquireKind, ClassKey, ClassSlot};
+use crate::diag::{AcquireKind, ClassKey, ClassSlot, How};
 
 /// Lets threads sleep until another thread changes the data behind a
 /// [`Mutex`](super::Mutex) and says so.
@@ -136,7 +136,7 @@ impl Condvar {
     #[track_caller]
     #[inline]
     pub fn wait<T: ?Sized>(&self, guard: &mut MutexGuard<'_, T>) {
-        let _waiting = self.class.acquire(AcquireKind::Exclusive, true);
+        let _waiting = self.class.enter(AcquireKind::Exclusive, How::Blocking);
         self.inner.wait(&mut guard.inner);
     }
 
@@ -165,7 +165,7 @@ impl Condvar {
         guard: &mut MutexGuard<'_, T>,
         condition: impl FnMut(&mut T) -> bool,
     ) {
-        let _waiting = self.class.acquire(AcquireKind::Exclusive, true);
+        let _waiting = self.class.enter(AcquireKind::Exclusive, How::Blocking);
         self.inner.wait_while(&mut guard.inner, condition);
     }
 
@@ -188,7 +188,7 @@ impl Condvar {
         guard: &mut MutexGuard<'_, T>,
         timeout: Duration,
     ) -> WaitTimeoutResult {
-        let _waiting = self.class.acquire(AcquireKind::Exclusive, true);
+        let _waiting = self.class.enter(AcquireKind::Exclusive, How::Try);
         WaitTimeoutResult(self.inner.wait_for(&mut guard.inner, timeout).timed_out())
     }
 
@@ -209,7 +209,7 @@ impl Condvar {
         guard: &mut MutexGuard<'_, T>,
         deadline: Instant,
     ) -> WaitTimeoutResult {
-        let _waiting = self.class.acquire(AcquireKind::Exclusive, true);
+        let _waiting = self.class.enter(AcquireKind::Exclusive, How::Try);
         WaitTimeoutResult(
             self.inner
                 .wait_until(&mut guard.inner, deadline)
@@ -239,7 +239,7 @@ impl Condvar {
         timeout: Duration,
         condition: impl FnMut(&mut T) -> bool,
     ) -> WaitTimeoutResult {
-        let _waiting = self.class.acquire(AcquireKind::Exclusive, true);
+        let _waiting = self.class.enter(AcquireKind::Exclusive, How::Try);
         WaitTimeoutResult(
             self.inner
                 .wait_while_for(&mut guard.inner, condition, timeout)

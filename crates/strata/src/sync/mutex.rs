@@ -199,7 +199,8 @@ impl<T: ?Sized> Mutex<T> {
         // The class hook runs before blocking so a would-be deadlock is
         // reported instead of hung on.
         let held = self.class.enter(AcquireKind::Exclusive, How::Blocking);
-        MutexGuard::new(self.inner.lock(), held)
+        let inner = held.wait(|| self.inner.try_lock(), || self.inner.lock());
+        MutexGuard::new(inner, held)
     }
 
     /// Like [`lock`](Self::lock), for taking a second mutex of the **same
@@ -226,7 +227,8 @@ impl<T: ?Sized> Mutex<T> {
         let held = self
             .class
             .enter(AcquireKind::Exclusive, How::Nested(subclass));
-        MutexGuard::new(self.inner.lock(), held)
+        let inner = held.wait(|| self.inner.try_lock(), || self.inner.lock());
+        MutexGuard::new(inner, held)
     }
 
     /// `lock` for [`lock_two`](super::lock_two) / [`lock_all`](super::lock_all):
@@ -236,7 +238,8 @@ impl<T: ?Sized> Mutex<T> {
     #[inline]
     pub(crate) fn lock_ordered(&self) -> MutexGuard<'_, T> {
         let held = self.class.enter(AcquireKind::Exclusive, How::Ordered);
-        MutexGuard::new(self.inner.lock(), held)
+        let inner = held.wait(|| self.inner.try_lock(), || self.inner.lock());
+        MutexGuard::new(inner, held)
     }
 
     /// Takes the lock if it is free right now.
@@ -271,9 +274,11 @@ impl<T: ?Sized> Mutex<T> {
     #[inline]
     pub fn try_lock_for(&self, timeout: Duration) -> Option<MutexGuard<'_, T>> {
         let held = self.class.enter(AcquireKind::Exclusive, How::Try);
-        self.inner
-            .try_lock_for(timeout)
-            .map(|g| MutexGuard::new(g, held))
+        held.wait(
+            || self.inner.try_lock().map(Some),
+            || self.inner.try_lock_for(timeout),
+        )
+        .map(|g| MutexGuard::new(g, held))
     }
 
     /// Waits until `deadline` at the latest for the lock.
@@ -289,9 +294,11 @@ impl<T: ?Sized> Mutex<T> {
     #[inline]
     pub fn try_lock_until(&self, deadline: Instant) -> Option<MutexGuard<'_, T>> {
         let held = self.class.enter(AcquireKind::Exclusive, How::Try);
-        self.inner
-            .try_lock_until(deadline)
-            .map(|g| MutexGuard::new(g, held))
+        held.wait(
+            || self.inner.try_lock().map(Some),
+            || self.inner.try_lock_until(deadline),
+        )
+        .map(|g| MutexGuard::new(g, held))
     }
 
     /// Mutable access without locking: `&mut self` already proves exclusivity.
@@ -406,10 +413,11 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     #[track_caller]
     #[inline]
     pub fn unlocked<U>(s: &mut Self, f: impl FnOnce() -> U) -> U {
-        // TODO(issue 3): release the held class for the duration of `f` and
-        // re-acquire it afterwards, or `f` locking this class again would be
-        // reported as a self-deadlock.
-        parking_lot::MutexGuard::unlocked(&mut s.inner, f)
+        // The class is not held while `f` runs (so `f` may lock it again),
+        // and taking it back is checked like any blocking lock.
+        let inner = &mut s.inner;
+        s._held
+            .released(|| parking_lot::MutexGuard::unlocked(inner, f))
     }
 }
 

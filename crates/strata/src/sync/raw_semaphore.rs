@@ -37,6 +37,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use crate::diag::{HeldToken, TaskEntry};
 use crate::loom::sync::atomic::{AtomicUsize, Ordering};
 use crate::loom::sync::{Mutex, MutexGuard};
 use crate::loom::thread::{self, Thread};
@@ -728,15 +729,18 @@ impl Future for Acquire<'_> {
 }
 
 impl<'a> Acquire<'a> {
-    /// Maps a successful acquisition to `f()` (the guard), without an
-    /// `async` block's extra state machine on the fast path.
+    /// Maps the outcome to `f(outcome, held)` (the guard), without an
+    /// `async` block's extra state machine on the fast path. `entry` is the
+    /// lock class's async acquisition: checked at the first poll against
+    /// the polling task, registered as a wait while pending.
     #[inline]
-    pub(crate) fn map<F, R>(self, f: F) -> MapAcquire<'a, F>
+    pub(crate) fn map<F, R>(self, entry: TaskEntry, f: F) -> MapAcquire<'a, F>
     where
-        F: FnOnce(Result<(), AcquireError>) -> R,
+        F: FnOnce(Result<(), AcquireError>, HeldToken) -> R,
     {
         MapAcquire {
             acquire: self,
+            entry,
             f: Some(f),
         }
     }
@@ -746,6 +750,7 @@ impl<'a> Acquire<'a> {
 #[must_use = "futures do nothing unless polled"]
 pub(crate) struct MapAcquire<'a, F> {
     acquire: Acquire<'a>,
+    entry: TaskEntry,
     f: Option<F>,
 }
 
@@ -754,20 +759,24 @@ impl<F> Unpin for MapAcquire<'_, F> {}
 
 impl<F, R> Future for MapAcquire<'_, F>
 where
-    F: FnOnce(Result<(), AcquireError>) -> R,
+    F: FnOnce(Result<(), AcquireError>, HeldToken) -> R,
 {
     type Output = R;
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<R> {
         let this = &mut *self;
+        this.entry.poll(cx);
         match Pin::new(&mut this.acquire).poll(cx) {
             Poll::Ready(outcome) => match this.f.take() {
-                Some(f) => Poll::Ready(f(outcome)),
+                Some(f) => Poll::Ready(f(outcome, this.entry.finish())),
                 // Polled after completion: never grant twice.
                 None => Poll::Pending,
             },
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                this.entry.pending();
+                Poll::Pending
+            }
         }
     }
 }

@@ -156,7 +156,8 @@ impl<T: ?Sized> RwLock<T> {
     #[inline]
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
         let held = self.class.enter(AcquireKind::Shared, How::Blocking);
-        RwLockReadGuard::new(self.inner.read(), held)
+        let inner = held.wait(|| self.inner.try_read(), || self.inner.read());
+        RwLockReadGuard::new(inner, held)
     }
 
     /// Blocks until the lock is free, then takes it exclusively.
@@ -170,7 +171,8 @@ impl<T: ?Sized> RwLock<T> {
     #[inline]
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
         let held = self.class.enter(AcquireKind::Exclusive, How::Blocking);
-        RwLockWriteGuard::new(self.inner.write(), held)
+        let inner = held.wait(|| self.inner.try_write(), || self.inner.write());
+        RwLockWriteGuard::new(inner, held)
     }
 
     /// Blocks until no writer or other upgradable reader holds the lock, then
@@ -191,7 +193,11 @@ impl<T: ?Sized> RwLock<T> {
     #[inline]
     pub fn upgradable_read(&self) -> RwLockUpgradableReadGuard<'_, T> {
         let held = self.class.enter(AcquireKind::Upgradable, How::Blocking);
-        RwLockUpgradableReadGuard::new(self.inner.upgradable_read(), held)
+        let inner = held.wait(
+            || self.inner.try_upgradable_read(),
+            || self.inner.upgradable_read(),
+        );
+        RwLockUpgradableReadGuard::new(inner, held)
     }
 
     /// A read if one can be had without blocking.
@@ -260,9 +266,11 @@ impl<T: ?Sized> RwLock<T> {
     #[inline]
     pub fn try_read_for(&self, timeout: Duration) -> Option<RwLockReadGuard<'_, T>> {
         let held = self.class.enter(AcquireKind::Shared, How::Try);
-        self.inner
-            .try_read_for(timeout)
-            .map(|g| RwLockReadGuard::new(g, held))
+        held.wait(
+            || self.inner.try_read().map(Some),
+            || self.inner.try_read_for(timeout),
+        )
+        .map(|g| RwLockReadGuard::new(g, held))
     }
 
     /// Waits until `deadline` at the latest for a read.
@@ -277,9 +285,11 @@ impl<T: ?Sized> RwLock<T> {
     #[inline]
     pub fn try_read_until(&self, deadline: Instant) -> Option<RwLockReadGuard<'_, T>> {
         let held = self.class.enter(AcquireKind::Shared, How::Try);
-        self.inner
-            .try_read_until(deadline)
-            .map(|g| RwLockReadGuard::new(g, held))
+        held.wait(
+            || self.inner.try_read().map(Some),
+            || self.inner.try_read_until(deadline),
+        )
+        .map(|g| RwLockReadGuard::new(g, held))
     }
 
     /// Waits at most `timeout` for a write.
@@ -297,9 +307,11 @@ impl<T: ?Sized> RwLock<T> {
     #[inline]
     pub fn try_write_for(&self, timeout: Duration) -> Option<RwLockWriteGuard<'_, T>> {
         let held = self.class.enter(AcquireKind::Exclusive, How::Try);
-        self.inner
-            .try_write_for(timeout)
-            .map(|g| RwLockWriteGuard::new(g, held))
+        held.wait(
+            || self.inner.try_write().map(Some),
+            || self.inner.try_write_for(timeout),
+        )
+        .map(|g| RwLockWriteGuard::new(g, held))
     }
 
     /// Waits until `deadline` at the latest for a write.
@@ -314,9 +326,11 @@ impl<T: ?Sized> RwLock<T> {
     #[inline]
     pub fn try_write_until(&self, deadline: Instant) -> Option<RwLockWriteGuard<'_, T>> {
         let held = self.class.enter(AcquireKind::Exclusive, How::Try);
-        self.inner
-            .try_write_until(deadline)
-            .map(|g| RwLockWriteGuard::new(g, held))
+        held.wait(
+            || self.inner.try_write().map(Some),
+            || self.inner.try_write_until(deadline),
+        )
+        .map(|g| RwLockWriteGuard::new(g, held))
     }
 
     /// Waits at most `timeout` for an upgradable read.
@@ -337,9 +351,11 @@ impl<T: ?Sized> RwLock<T> {
         timeout: Duration,
     ) -> Option<RwLockUpgradableReadGuard<'_, T>> {
         let held = self.class.enter(AcquireKind::Upgradable, How::Try);
-        self.inner
-            .try_upgradable_read_for(timeout)
-            .map(|g| RwLockUpgradableReadGuard::new(g, held))
+        held.wait(
+            || self.inner.try_upgradable_read().map(Some),
+            || self.inner.try_upgradable_read_for(timeout),
+        )
+        .map(|g| RwLockUpgradableReadGuard::new(g, held))
     }
 
     /// Waits until `deadline` at the latest for an upgradable read.
@@ -358,9 +374,11 @@ impl<T: ?Sized> RwLock<T> {
         deadline: Instant,
     ) -> Option<RwLockUpgradableReadGuard<'_, T>> {
         let held = self.class.enter(AcquireKind::Upgradable, How::Try);
-        self.inner
-            .try_upgradable_read_until(deadline)
-            .map(|g| RwLockUpgradableReadGuard::new(g, held))
+        held.wait(
+            || self.inner.try_upgradable_read().map(Some),
+            || self.inner.try_upgradable_read_until(deadline),
+        )
+        .map(|g| RwLockUpgradableReadGuard::new(g, held))
     }
 
     /// Mutable access without locking: `&mut self` already proves exclusivity.

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken};
+use crate::diag::{AcquireKind, ClassKey, ClassSlot, HeldToken, How};
 use crate::sync::AcquireError;
 use crate::sync::raw_semaphore::{self, Mode, RawSemaphore, loom_const_fn};
 use crate::sync::timeout::deadline_after;
@@ -114,8 +114,12 @@ impl Semaphore {
     /// ```
     #[track_caller]
     pub fn acquire(&self) -> SemaphorePermit<'_> {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
-        match self.raw.acquire_blocking(1, Mode::Unchecked, None) {
+        let held = self.class.enter(AcquireKind::Exclusive, How::Ordered);
+        let granted = held.wait(
+            || self.raw.try_acquire(1, Mode::Unchecked).ok().map(Ok),
+            || self.raw.acquire_blocking(1, Mode::Unchecked, None),
+        );
+        match granted {
             Ok(()) => SemaphorePermit::new(self, 1, held),
             // Without a deadline or a total check the wait only ends granted.
             Err(err) => unreachable!("unbounded acquire failed: {err}"),
@@ -143,8 +147,11 @@ impl Semaphore {
     /// ```
     #[track_caller]
     pub fn acquire_many(&self, n: usize) -> Result<SemaphorePermit<'_>, AcquireError> {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
-        self.raw.acquire_blocking(n, Mode::Checked, None)?;
+        let held = self.class.enter(AcquireKind::Exclusive, How::Ordered);
+        held.wait(
+            || self.raw.try_acquire(n, Mode::Checked).ok().map(Ok),
+            || self.raw.acquire_blocking(n, Mode::Checked, None),
+        )?;
         Ok(SemaphorePermit::new(self, n, held))
     }
 
@@ -164,7 +171,7 @@ impl Semaphore {
     /// ```
     #[track_caller]
     pub fn try_acquire(&self) -> Result<SemaphorePermit<'_>, AcquireError> {
-        let held = self.class.acquire(AcquireKind::Exclusive, false);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
         self.raw.try_acquire(1, Mode::Unchecked)?;
         Ok(SemaphorePermit::new(self, 1, held))
     }
@@ -185,7 +192,7 @@ impl Semaphore {
     /// ```
     #[track_caller]
     pub fn try_acquire_many(&self, n: usize) -> Result<SemaphorePermit<'_>, AcquireError> {
-        let held = self.class.acquire(AcquireKind::Exclusive, false);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
         self.raw.try_acquire(n, Mode::Checked)?;
         Ok(SemaphorePermit::new(self, n, held))
     }
@@ -207,9 +214,14 @@ impl Semaphore {
     /// ```
     #[track_caller]
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<SemaphorePermit<'_>, AcquireError> {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
-        self.raw
-            .acquire_blocking(1, Mode::Unchecked, deadline_after(timeout))?;
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
+        held.wait(
+            || self.raw.try_acquire(1, Mode::Unchecked).ok().map(Ok),
+            || {
+                self.raw
+                    .acquire_blocking(1, Mode::Unchecked, deadline_after(timeout))
+            },
+        )?;
         Ok(SemaphorePermit::new(self, 1, held))
     }
 
@@ -234,9 +246,14 @@ impl Semaphore {
         n: usize,
         timeout: Duration,
     ) -> Result<SemaphorePermit<'_>, AcquireError> {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
-        self.raw
-            .acquire_blocking(n, Mode::Checked, deadline_after(timeout))?;
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
+        held.wait(
+            || self.raw.try_acquire(n, Mode::Checked).ok().map(Ok),
+            || {
+                self.raw
+                    .acquire_blocking(n, Mode::Checked, deadline_after(timeout))
+            },
+        )?;
         Ok(SemaphorePermit::new(self, n, held))
     }
 
@@ -257,10 +274,10 @@ impl Semaphore {
     /// ```
     #[track_caller]
     pub fn acquire_async(&self) -> impl Future<Output = SemaphorePermit<'_>> + '_ {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
+        let entry = self.class.task_entry(AcquireKind::Exclusive, How::Ordered);
         self.raw
             .acquire(1, Mode::Unchecked)
-            .map(move |outcome| match outcome {
+            .map(entry, move |outcome, held| match outcome {
                 Ok(()) => SemaphorePermit::new(self, 1, held),
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
             })
@@ -285,10 +302,12 @@ impl Semaphore {
         &self,
         n: usize,
     ) -> impl Future<Output = Result<SemaphorePermit<'_>, AcquireError>> + '_ {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
+        let entry = self.class.task_entry(AcquireKind::Exclusive, How::Ordered);
         self.raw
             .acquire(n, Mode::Checked)
-            .map(move |outcome| outcome.map(|()| SemaphorePermit::new(self, n, held)))
+            .map(entry, move |outcome, held| {
+                outcome.map(|()| SemaphorePermit::new(self, n, held))
+            })
     }
 
     /// Blocks the thread for one permit tied to an `Arc` of the semaphore,
@@ -303,8 +322,12 @@ impl Semaphore {
     /// ```
     #[track_caller]
     pub fn acquire_owned(self: &Arc<Self>) -> OwnedSemaphorePermit {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
-        match self.raw.acquire_blocking(1, Mode::Unchecked, None) {
+        let held = self.class.enter(AcquireKind::Exclusive, How::Ordered);
+        let granted = held.wait(
+            || self.raw.try_acquire(1, Mode::Unchecked).ok().map(Ok),
+            || self.raw.acquire_blocking(1, Mode::Unchecked, None),
+        );
+        match granted {
             Ok(()) => OwnedSemaphorePermit::new(Arc::clone(self), 1, held),
             Err(err) => unreachable!("unbounded acquire failed: {err}"),
         }
@@ -327,8 +350,11 @@ impl Semaphore {
         self: &Arc<Self>,
         n: usize,
     ) -> Result<OwnedSemaphorePermit, AcquireError> {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
-        self.raw.acquire_blocking(n, Mode::Checked, None)?;
+        let held = self.class.enter(AcquireKind::Exclusive, How::Ordered);
+        held.wait(
+            || self.raw.try_acquire(n, Mode::Checked).ok().map(Ok),
+            || self.raw.acquire_blocking(n, Mode::Checked, None),
+        )?;
         Ok(OwnedSemaphorePermit::new(Arc::clone(self), n, held))
     }
 
@@ -347,7 +373,7 @@ impl Semaphore {
     /// ```
     #[track_caller]
     pub fn try_acquire_owned(self: &Arc<Self>) -> Result<OwnedSemaphorePermit, AcquireError> {
-        let held = self.class.acquire(AcquireKind::Exclusive, false);
+        let held = self.class.enter(AcquireKind::Exclusive, How::Try);
         self.raw.try_acquire(1, Mode::Unchecked)?;
         Ok(OwnedSemaphorePermit::new(Arc::clone(self), 1, held))
     }
@@ -368,10 +394,15 @@ impl Semaphore {
     pub fn acquire_owned_async(
         self: &Arc<Self>,
     ) -> impl Future<Output = OwnedSemaphorePermit> + use<> {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
+        let entry = self.class.task_entry(AcquireKind::Exclusive, How::Ordered);
         let sem = Arc::clone(self);
         async move {
-            match sem.raw.acquire(1, Mode::Unchecked).await {
+            let (outcome, held) = sem
+                .raw
+                .acquire(1, Mode::Unchecked)
+                .map(entry, |outcome, held| (outcome, held))
+                .await;
+            match outcome {
                 Ok(()) => OwnedSemaphorePermit::new(sem, 1, held),
                 Err(err) => unreachable!("unbounded acquire failed: {err}"),
             }
@@ -398,10 +429,15 @@ impl Semaphore {
         self: &Arc<Self>,
         n: usize,
     ) -> impl Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + use<> {
-        let held = self.class.acquire(AcquireKind::Exclusive, true);
+        let entry = self.class.task_entry(AcquireKind::Exclusive, How::Ordered);
         let sem = Arc::clone(self);
         async move {
-            sem.raw.acquire(n, Mode::Checked).await?;
+            let (outcome, held) = sem
+                .raw
+                .acquire(n, Mode::Checked)
+                .map(entry, |outcome, held| (outcome, held))
+                .await;
+            outcome?;
             Ok(OwnedSemaphorePermit::new(sem, n, held))
         }
     }

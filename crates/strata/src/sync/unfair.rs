@@ -296,7 +296,8 @@ impl<T: ?Sized> UnfairLock<T> {
     #[inline]
     pub fn lock(&self) -> UnfairLockGuard<'_, T> {
         let held = self.class.enter(AcquireKind::Exclusive, How::Blocking);
-        UnfairLockGuard::new(self.inner.lock(), held)
+        let inner = held.wait(|| self.inner.try_lock(), || self.inner.lock());
+        UnfairLockGuard::new(inner, held)
     }
 
     /// Takes the lock if it is free right now.
