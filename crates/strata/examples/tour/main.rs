@@ -1,8 +1,11 @@
 //! A tour of strata, layer by layer. Run it with
 //!
 //! ```text
-//! cargo run --release --example tour
+//! cargo run --release --example tour --features strata/checked
 //! ```
+//!
+//! (Without the feature it runs too; the lock-order section then only says
+//! that checking is compiled out.)
 //!
 //! Each section exercises one layer and prints what it shows; every claim it
 //! prints is checked by an assertion first, so the tour doubles as a smoke

@@ -26,7 +26,8 @@ use super::report::Violation;
 pub enum Handler {
     /// Panic in the acquiring thread, before the lock is taken.
     Panic,
-    /// Print the report to stderr and let the acquisition proceed.
+    /// Log the report (a `tracing` error event with the `tracing` feature,
+    /// stderr otherwise) and let the acquisition proceed.
     Log,
     /// Call the function and let the acquisition proceed. The callback runs
     /// with no checker-internal lock held, so it may itself take locks.
@@ -102,9 +103,25 @@ pub(crate) fn dispatch(violation: &Violation) {
         // A second panic while unwinding aborts the process and loses the
         // original panic's message; fall back to logging then.
         Handler::Panic if !std::thread::panicking() => panic!("{violation}"),
-        Handler::Panic | Handler::Log => eprintln!("{violation}"),
+        Handler::Panic | Handler::Log => log(violation),
         Handler::Callback(f) => f(violation),
     }
+}
+
+/// Writes a report: a `tracing` error event under the `tracing` feature
+/// (target `strata::diag`, with the kind and cycle id as fields), stderr
+/// otherwise.
+#[cfg(strata_checked)]
+fn log(violation: &Violation) {
+    #[cfg(feature = "tracing")]
+    tracing::error!(
+        target: "strata::diag",
+        kind = ?violation.kind(),
+        cycle_id = violation.cycle_id(),
+        "{violation}"
+    );
+    #[cfg(not(feature = "tracing"))]
+    eprintln!("{violation}");
 }
 
 #[cfg(all(test, strata_checked))]
