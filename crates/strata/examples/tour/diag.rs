@@ -51,7 +51,10 @@ pub fn run() {
     println!("{text}");
 
     let dot = diag::lock_graph_dot();
-    assert!(dot.contains("color=red"), "the violating edge is highlighted");
+    assert!(
+        dot.contains("color=red"),
+        "the violating edge is highlighted"
+    );
     println!("the lock graph in Graphviz DOT (the violating edge in red):\n{dot}");
 
     let metrics = diag::metrics();

@@ -42,7 +42,7 @@ use super::class::{AcquireKind, ClassKey};
 use super::graph::{Added, EdgeInfo, Graph, Step};
 use super::handler;
 use super::held::{EMPTY_CHAIN, Held, HeldMeta, HeldSet, SetInner, Stack, chain_key};
-use super::metrics::ClassStats;
+use super::metrics::{ClassStats, LocalCell};
 use super::registry::{self, ClassCache, ClassId};
 use super::report::{Access, Acquisition, ClassInfo, EdgeReport, Violation, ViolationKind};
 
@@ -287,6 +287,8 @@ struct ThreadState {
     name: Option<Arc<str>>,
     misses: u64,
     sampled: u32,
+    /// This thread's counter cell per class (see `metrics`).
+    cells: HashMap<ClassId, &'static LocalCell>,
 }
 
 /// One acquisition in this many has its hold time measured (see `metrics`).
@@ -307,6 +309,7 @@ impl ThreadState {
             name: None,
             misses: 0,
             sampled: 0,
+            cells: HashMap::new(),
         }
     }
 
@@ -344,23 +347,34 @@ impl ThreadState {
             .clone()
     }
 
-    /// The bookkeeping of a new held entry; one acquisition in
-    /// [`HOLD_SAMPLE`] has its hold timed.
+    /// The node of a class, its counters and this thread's counter cell.
     #[inline]
-    fn meta(
+    fn resolve(
         &mut self,
         class: ClassKey,
         subclass: u32,
+    ) -> (ClassId, &'static ClassStats, &'static LocalCell) {
+        self.classes.node(class, subclass, &mut self.cells)
+    }
+
+    /// The bookkeeping of a new held entry; one acquisition in
+    /// [`HOLD_SAMPLE`] has its hold timed. `cell` is `None` for a task's
+    /// entry (counted on the class, since any thread may release it).
+    #[inline]
+    fn meta(
+        &mut self,
+        stats: &'static ClassStats,
+        cell: Option<&'static LocalCell>,
         site: &'static Location<'static>,
         instance: usize,
     ) -> HeldMeta {
-        let (_, stats) = self.classes.node(class, subclass);
         self.sampled = self.sampled.wrapping_add(1);
         let since = self.sampled.is_multiple_of(HOLD_SAMPLE).then(Instant::now);
         HeldMeta {
             site,
             instance,
             stats,
+            cell,
             since,
         }
     }
@@ -375,6 +389,9 @@ impl ThreadState {
 
 impl Drop for ThreadState {
     fn drop(&mut self) {
+        for (&node, &cell) in &self.cells {
+            registry::info(node).stats.return_cell(cell);
+        }
         if let Some(left) = PENDING.lock().remove(&self.id) {
             PENDING_COUNT.fetch_sub(left.len(), Ordering::Relaxed);
         }
@@ -434,64 +451,76 @@ pub(crate) fn on_acquire(
     instance: usize,
 ) -> HeldEntry {
     let access = Access::from(kind);
-    let miss = THREAD.try_with(|t| {
+    // The steady state is one borrow of the thread state: a chain already
+    // validated is pushed at once.
+    let fast = THREAD.try_with(|t| {
         let mut t = t.borrow_mut();
         t.sync();
-        let (node, _) = t.classes.node(class, opts.subclass);
-        if t.stack.is_empty() {
-            return Err(node);
+        let (node, stats, cell) = t.resolve(class, opts.subclass);
+        if !t.stack.is_empty() {
+            let key = chain_key(
+                t.stack.top_hash(),
+                EMPTY_CHAIN,
+                node,
+                access,
+                opts.report,
+                opts.ordered,
+            );
+            if !t.validated.contains(&key) {
+                t.misses += 1;
+                return Err(Miss {
+                    key,
+                    epoch: t.epoch,
+                    node,
+                    access,
+                    site,
+                    opts,
+                    chain: t.stack.entries().to_vec(),
+                    context: t.context(),
+                });
+            }
         }
-        let key = chain_key(
-            t.stack.top_hash(),
-            EMPTY_CHAIN,
-            node,
-            access,
-            opts.report,
-            opts.ordered,
-        );
-        if t.validated.contains(&key) {
-            return Err(node);
-        }
-        t.misses += 1;
-        Ok(Miss {
-            key,
-            epoch: t.epoch,
-            node,
-            access,
-            site,
-            opts,
-            chain: t.stack.entries().to_vec(),
-            context: t.context(),
+        let meta = t.meta(stats, Some(cell), site, instance);
+        let seq = t.stack.push(node, access, meta);
+        Ok(HeldEntry {
+            owner: Owner::Thread(t.id),
+            seq,
+            stats: Some(stats),
         })
     });
-    let node = match miss {
+    match fast {
+        Ok(Ok(entry)) => entry,
+        Ok(Err(miss)) => on_miss(miss, class, instance),
         // The thread is being torn down: check nothing, hold nothing.
-        Err(_) => return HeldEntry::NOBODY,
-        Ok(Err(node)) => node,
-        Ok(Ok(miss)) => {
-            let node = miss.node;
-            let (key, epoch) = (miss.key, miss.epoch);
-            let violations = check(miss);
-            THREAD.with(|t| {
-                let mut t = t.borrow_mut();
-                if t.epoch == epoch {
-                    t.remember(key);
-                }
-            });
-            for v in &violations {
-                handler::dispatch(v);
-            }
-            node
-        }
-    };
+        Err(_) => HeldEntry::NOBODY,
+    }
+}
+
+/// The slow half of [`on_acquire`]: check the chain, report, then push.
+#[cold]
+#[inline(never)]
+fn on_miss(miss: Miss, class: ClassKey, instance: usize) -> HeldEntry {
+    let (node, access, site, subclass) = (miss.node, miss.access, miss.site, miss.opts.subclass);
+    let (key, epoch) = (miss.key, miss.epoch);
+    let violations = check(miss);
     THREAD.with(|t| {
         let mut t = t.borrow_mut();
-        let meta = t.meta(class, opts.subclass, site, instance);
+        if t.epoch == epoch {
+            t.remember(key);
+        }
+    });
+    for v in &violations {
+        handler::dispatch(v);
+    }
+    THREAD.with(|t| {
+        let mut t = t.borrow_mut();
+        let (_, stats, cell) = t.resolve(class, subclass);
+        let meta = t.meta(stats, Some(cell), site, instance);
         let seq = t.stack.push(node, access, meta);
         HeldEntry {
             owner: Owner::Thread(t.id),
             seq,
-            stats: Some(meta.stats),
+            stats: Some(stats),
         }
     })
 }
@@ -513,7 +542,7 @@ pub(crate) fn on_acquire_in(
         THREAD.try_with(|t| {
             let mut t = t.borrow_mut();
             t.sync();
-            let node = t.classes.get(class, opts.subclass);
+            let (node, _, _) = t.resolve(class, opts.subclass);
             if t.stack.is_empty() && stack.is_empty() {
                 return Err(node);
             }
@@ -562,12 +591,14 @@ pub(crate) fn on_acquire_in(
             node
         }
     };
+    let stats = registry::info(node).stats;
     let meta = THREAD
-        .try_with(|t| t.borrow_mut().meta(class, opts.subclass, site, instance))
-        .unwrap_or_else(|_| HeldMeta {
+        .try_with(|t| t.borrow_mut().meta(stats, None, site, instance))
+        .unwrap_or(HeldMeta {
             site,
             instance,
-            stats: registry::info(node).stats,
+            stats,
+            cell: None,
             since: None,
         });
     let seq = inner.stack.lock().push(node, access, meta);

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 #[cfg(strata_checked)]
-use super::metrics::ClassStats;
+use super::metrics::{ClassStats, LocalCell};
 #[cfg(strata_checked)]
 use super::registry::ClassId;
 use super::report::Acquisition;
@@ -31,6 +31,9 @@ pub(crate) struct Held {
     /// so the watchdog can tell who holds what a waiter wants.
     pub(crate) instance: usize,
     pub(crate) stats: &'static ClassStats,
+    /// The owning thread's counter cell; `None` in a task's set, whose
+    /// entries may be released on any thread.
+    cell: Option<&'static LocalCell>,
     /// When the hold started, for the sampled hold times of `metrics()`.
     pub(crate) since: Option<Instant>,
     hash: u64,
@@ -43,11 +46,22 @@ pub(crate) struct HeldMeta {
     pub(crate) site: &'static Location<'static>,
     pub(crate) instance: usize,
     pub(crate) stats: &'static ClassStats,
+    pub(crate) cell: Option<&'static LocalCell>,
     pub(crate) since: Option<Instant>,
 }
 
 #[cfg(strata_checked)]
 impl Held {
+    fn released(&self) {
+        match self.cell {
+            Some(cell) => cell.released(),
+            None => self.stats.released_shared(),
+        }
+        if let Some(since) = self.since {
+            self.stats.held_for(since.elapsed());
+        }
+    }
+
     pub(crate) fn acquisition(&self) -> Acquisition {
         let info = super::registry::info(self.node);
         Acquisition::new(
@@ -107,7 +121,10 @@ impl Stack {
         let seq = self.next_seq;
         self.next_seq += 1;
         let hash = step(self.top_hash(), node, access);
-        meta.stats.acquired();
+        match meta.cell {
+            Some(cell) => cell.acquired(),
+            None => meta.stats.acquired_shared(),
+        }
         self.entries.push(Held {
             node,
             access,
@@ -115,6 +132,7 @@ impl Stack {
             seq,
             instance: meta.instance,
             stats: meta.stats,
+            cell: meta.cell,
             since: meta.since,
             hash,
         });
@@ -129,7 +147,7 @@ impl Stack {
             return false;
         };
         let held = self.entries.remove(i);
-        held.stats.released(held.since.map(|t| t.elapsed()));
+        held.released();
         self.rehash_from(i);
         true
     }
@@ -156,7 +174,7 @@ impl Stack {
 
     pub(crate) fn clear(&mut self) {
         for held in self.entries.drain(..) {
-            held.stats.released(None);
+            held.released();
         }
     }
 
@@ -314,6 +332,7 @@ mod tests {
             site: Location::caller(),
             instance: 0,
             stats,
+            cell: None,
             since: None,
         };
         let mut s = Stack::default();

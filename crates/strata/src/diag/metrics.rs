@@ -4,8 +4,11 @@
 //! # Cost
 //!
 //! Counters exist only when checking is compiled in (they hang off the lock
-//! class, which is zero-sized otherwise). Then every acquisition does one
-//! relaxed `fetch_add` on its class's counter and one on its holder count.
+//! class, which is zero-sized otherwise). Then a thread's acquisitions and
+//! releases are counted in a cell of its own per class, written with a plain
+//! relaxed load and store (no shared read-modify-write); `metrics()` sums
+//! the cells. Async tasks, which move between threads, count with relaxed
+//! `fetch_add`s on the class instead.
 //! Clocks are read only on the contended path (a wait is timed from the
 //! failed first attempt to the grant) and for hold times on a 1-in-16
 //! sample of acquisitions plus every contended one: a clock read costs as
@@ -74,25 +77,66 @@ pub fn metrics() -> Vec<ClassMetrics> {
 }
 
 #[cfg(strata_checked)]
-pub(crate) use counters::ClassStats;
+pub(crate) use counters::{ClassStats, LocalCell};
 
 #[cfg(strata_checked)]
 mod counters {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     use std::time::Duration;
 
+    use parking_lot::Mutex;
+
     use super::{ClassInfo, ClassMetrics};
 
-    /// The live counters of one class; leaked once per class, so hot paths
-    /// hold a `&'static` to them.
+    /// One thread's acquisitions and releases of one class. Only that thread
+    /// writes it, so a count is a plain load and store (no read-modify-write
+    /// on a shared line: the reason checking stays within 2× of an
+    /// unchecked lock); `metrics()` reads every cell.
+    #[derive(Debug, Default)]
+    pub(crate) struct LocalCell {
+        acquired: AtomicU64,
+        released: AtomicU64,
+    }
+
+    #[inline]
+    fn bump(c: &AtomicU64) {
+        c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+
+    impl LocalCell {
+        #[inline]
+        pub(crate) fn acquired(&self) {
+            bump(&self.acquired);
+        }
+
+        #[inline]
+        pub(crate) fn released(&self) {
+            bump(&self.released);
+        }
+    }
+
+    /// The counters of one class; leaked once per class, so hot paths hold
+    /// a `&'static` to them.
     #[derive(Debug, Default)]
     pub(crate) struct ClassStats {
-        acquisitions: AtomicU64,
+        /// Counts of cells whose thread exited, and of task acquisitions
+        /// and releases (which may happen on any thread).
+        acquired: AtomicU64,
+        released: AtomicU64,
         contended: AtomicU64,
         wait_total_ns: AtomicU64,
         wait_max_ns: AtomicU64,
         hold_max_ns: AtomicU64,
-        holders: AtomicU64,
+        /// Cells of live threads, and cells of exited ones (emptied) for the
+        /// next thread to reuse, so memory stays bounded by the number of
+        /// threads alive at once.
+        cells: Mutex<Cells>,
+    }
+
+    #[derive(Debug, Default)]
+    struct Cells {
+        live: Vec<&'static LocalCell>,
+        free: Vec<&'static LocalCell>,
     }
 
     fn nanos(d: Duration) -> u64 {
@@ -100,18 +144,44 @@ mod counters {
     }
 
     impl ClassStats {
-        #[inline]
-        pub(crate) fn acquired(&self) {
-            self.acquisitions.fetch_add(1, Relaxed);
-            self.holders.fetch_add(1, Relaxed);
+        /// A cell for the calling thread.
+        pub(crate) fn checkout_cell(&self) -> &'static LocalCell {
+            let mut cells = self.cells.lock();
+            let cell = cells
+                .free
+                .pop()
+                .unwrap_or_else(|| Box::leak(Box::default()));
+            cells.live.push(cell);
+            cell
+        }
+
+        /// The thread owning `cell` exited: fold its counts in and keep the
+        /// emptied cell for reuse.
+        pub(crate) fn return_cell(&self, cell: &'static LocalCell) {
+            let mut cells = self.cells.lock();
+            self.acquired
+                .fetch_add(cell.acquired.swap(0, Relaxed), Relaxed);
+            self.released
+                .fetch_add(cell.released.swap(0, Relaxed), Relaxed);
+            if let Some(i) = cells.live.iter().position(|c| std::ptr::eq(*c, cell)) {
+                cells.live.swap_remove(i);
+                cells.free.push(cell);
+            }
+        }
+
+        /// An acquisition counted without a thread cell (a task's).
+        pub(crate) fn acquired_shared(&self) {
+            self.acquired.fetch_add(1, Relaxed);
+        }
+
+        /// A release counted without a thread cell (a task's).
+        pub(crate) fn released_shared(&self) {
+            self.released.fetch_add(1, Relaxed);
         }
 
         #[inline]
-        pub(crate) fn released(&self, held_for: Option<Duration>) {
-            self.holders.fetch_sub(1, Relaxed);
-            if let Some(d) = held_for {
-                self.hold_max_ns.fetch_max(nanos(d), Relaxed);
-            }
+        pub(crate) fn held_for(&self, d: Duration) {
+            self.hold_max_ns.fetch_max(nanos(d), Relaxed);
         }
 
         pub(crate) fn waited(&self, d: Duration) {
@@ -122,14 +192,26 @@ mod counters {
         }
 
         pub(crate) fn snapshot(&self, class: ClassInfo) -> ClassMetrics {
+            let (mut acquired, mut released) = {
+                let cells = self.cells.lock();
+                cells.live.iter().fold((0u64, 0u64), |(a, r), c| {
+                    (
+                        a.wrapping_add(c.acquired.load(Relaxed)),
+                        r.wrapping_add(c.released.load(Relaxed)),
+                    )
+                })
+            };
+            acquired = acquired.wrapping_add(self.acquired.load(Relaxed));
+            released = released.wrapping_add(self.released.load(Relaxed));
             ClassMetrics {
                 class,
-                acquisitions: self.acquisitions.load(Relaxed),
+                acquisitions: acquired,
                 contended: self.contended.load(Relaxed),
                 total_wait: Duration::from_nanos(self.wait_total_ns.load(Relaxed)),
                 max_wait: Duration::from_nanos(self.wait_max_ns.load(Relaxed)),
                 max_hold: Duration::from_nanos(self.hold_max_ns.load(Relaxed)),
-                holders: self.holders.load(Relaxed),
+                // A release may be counted before its acquisition is read.
+                holders: acquired.saturating_sub(released),
             }
         }
     }

@@ -25,7 +25,7 @@ use std::sync::LazyLock;
 use parking_lot::RwLock;
 
 use super::class::ClassKey;
-use super::metrics::ClassStats;
+use super::metrics::{ClassStats, LocalCell};
 
 /// A dense id for a (class, subclass) node of the order graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -134,6 +134,7 @@ struct Slot {
     subclass: u32,
     id: ClassId,
     stats: Option<&'static ClassStats>,
+    cell: Option<&'static LocalCell>,
 }
 
 const EMPTY: Slot = Slot {
@@ -143,6 +144,7 @@ const EMPTY: Slot = Slot {
     subclass: 0,
     id: ClassId(0),
     stats: None,
+    cell: None,
 };
 
 impl ClassCache {
@@ -153,14 +155,21 @@ impl ClassCache {
     }
 
     /// The id of `(key, subclass)`, from the cache when possible.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn get(&mut self, key: ClassKey, subclass: u32) -> ClassId {
-        self.node(key, subclass).0
+        self.node(key, subclass, &mut HashMap::new()).0
     }
 
-    /// The node of `(key, subclass)` and its counters.
+    /// The node of `(key, subclass)`, its counters, and this thread's
+    /// counter cell for it (`cells` holds the thread's cells by node, so a
+    /// slot evicted and filled again finds the same cell).
     #[inline]
-    pub(crate) fn node(&mut self, key: ClassKey, subclass: u32) -> (ClassId, &'static ClassStats) {
+    pub(crate) fn node(
+        &mut self,
+        key: ClassKey,
+        subclass: u32,
+        cells: &mut HashMap<ClassId, &'static LocalCell>,
+    ) -> (ClassId, &'static ClassStats, &'static LocalCell) {
         let location = std::ptr::from_ref::<Location<'static>>(key.location()) as usize;
         let (name, name_len) = key
             .name()
@@ -173,12 +182,13 @@ impl ClassCache {
             && slot.name == name
             && slot.name_len == name_len
             && slot.subclass == subclass
-            && let Some(stats) = slot.stats
+            && let (Some(stats), Some(cell)) = (slot.stats, slot.cell)
         {
-            return (slot.id, stats);
+            return (slot.id, stats, cell);
         }
         let id = intern(key, subclass);
         let stats = info(id).stats;
+        let cell = *cells.entry(id).or_insert_with(|| stats.checkout_cell());
         *slot = Slot {
             location,
             name,
@@ -186,8 +196,9 @@ impl ClassCache {
             subclass,
             id,
             stats: Some(stats),
+            cell: Some(cell),
         };
-        (id, stats)
+        (id, stats, cell)
     }
 }
 
