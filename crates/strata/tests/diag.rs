@@ -546,3 +546,59 @@ fn with_checking_off_a_mutex_is_exactly_a_parking_lot_mutex() {
         assert!(size_of::<Mutex<u64>>() > size_of::<parking_lot::Mutex<u64>>());
     }
 }
+
+#[test]
+fn watchdog_sees_tasks_deadlocked_on_async_mutexes() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = Arc::new(AsyncMutex::named("asyncwd.a", 0));
+    let b = Arc::new(AsyncMutex::named("asyncwd.b", 0));
+    let both_hold = Arc::new(tokio::sync::Barrier::new(2));
+    let (left, right) = rt.block_on(async {
+        let left = tokio::spawn({
+            let (a, b, both_hold) = (a.clone(), b.clone(), both_hold.clone());
+            async move {
+                let _ga = a.lock().await;
+                both_hold.wait().await;
+                *b.lock().await += 1;
+            }
+        });
+        let right = tokio::spawn({
+            let (a, b, both_hold) = (a.clone(), b.clone(), both_hold.clone());
+            async move {
+                let _gb = b.lock().await;
+                both_hold.wait().await;
+                *a.lock().await += 1;
+            }
+        });
+        (left, right)
+    });
+    if diag::checking_enabled() {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut found = Vec::new();
+        while found.is_empty() && Instant::now() < deadline {
+            found = diag::deadlocks()
+                .into_iter()
+                .filter(|v| v.to_string().contains("asyncwd."))
+                .collect();
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(found.len(), 1, "one cycle of two tasks");
+        let text = found[0].to_string();
+        assert!(text.contains("asyncwd.a") && text.contains("asyncwd.b"));
+        assert!(text.contains("task #"), "{text}");
+    }
+    // Cancelling one task drops its guard, and the other finishes.
+    left.abort();
+    rt.block_on(async {
+        assert!(left.await.unwrap_err().is_cancelled());
+        right.await.unwrap();
+    });
+    assert_eq!(rt.block_on(async { *a.lock().await }), 1);
+    // The order checker saw the inversion too (its report went to the
+    // callback); drop it so other tests do not see it.
+    take("asyncwd.");
+}
