@@ -13,6 +13,7 @@
 
 mod diag;
 mod runtime;
+mod snapshot;
 mod stm;
 mod storage;
 mod sync;
@@ -26,6 +27,7 @@ fn main() {
     sync::run();
     stm::run();
     storage::run();
+    snapshot::run();
     runtime::run();
     println!("\ntour finished: every layer built so far ran and checked its claims");
 }
