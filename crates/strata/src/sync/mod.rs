@@ -6,7 +6,7 @@ mod barrier;
 mod condvar;
 mod error;
 mod mutex;
-mod ordered;
+pub mod ordered;
 mod raw_semaphore;
 mod rwlock;
 mod semaphore;

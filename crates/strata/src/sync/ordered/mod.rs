@@ -1,14 +1,26 @@
-//! Taking several mutexes at once without a lock-order deadlock.
+//! Ordered locking: taking several locks without a lock-order deadlock.
 //!
-//! When which lock comes first depends on the data (a transfer from account
-//! `a` to `b` and another from `b` to `a`), no fixed source order exists. These
-//! helpers impose one: every caller locks in increasing address order, so two
-//! callers can never each hold what the other waits for. The guards come back
-//! in the order the caller passed the locks.
+//! Two tools, for the two ways an order can be known:
+//!
+//! - When which lock comes first depends on the data (a transfer from
+//!   account `a` to `b` and another from `b` to `a`), no fixed source order
+//!   exists. [`lock_two`], [`lock_all`] and [`lock_all_vec`] impose one:
+//!   every caller locks in increasing address order, so two callers can
+//!   never each hold what the other waits for. The guards come back in the
+//!   order the caller passed the locks.
+//! - When the order is fixed by design (config before accounts before the
+//!   journal), [`lock_levels!`](crate::lock_levels) declares it and
+//!   [`OrderedMutex`] enforces it at compile time through [`LockToken`]s.
 
 use thiserror::Error;
 
 use super::mutex::{Mutex, MutexGuard};
+
+mod levels;
+
+pub use levels::{
+    Before, Level, LockToken, OrderedMutex, OrderedMutexGuard, RootTokenInUse, Unlocked, rank,
+};
 
 /// Why [`lock_two`], [`lock_all`] or [`lock_all_vec`] refused to lock.
 ///
