@@ -265,8 +265,12 @@ pub struct RootTokenInUse;
 /// ```
 pub struct LockToken<'a, L: Level> {
     is_root: bool,
-    _level: PhantomData<(&'a mut (), fn() -> L, *const ())>,
+    _level: PhantomData<TokenMarker<'a, L>>,
 }
+
+/// Borrows like `&'a mut`, names the level, and is `!Send`/`!Sync` (a token
+/// describes the locks of the thread that holds it).
+type TokenMarker<'a, L> = (&'a mut (), fn() -> L, *const ());
 
 impl LockToken<'static, Unlocked> {
     /// The current thread's root token, if it does not have one already.
