@@ -259,6 +259,66 @@ fn waiting_on_a_semaphore_counts_as_taking_its_class() {
 }
 
 #[test]
+fn waiting_on_a_condvar_while_holding_a_lock_its_notifier_needs_is_reported() {
+    let config = Mutex::named("pseudo.cv.config", 0);
+    let ready = Mutex::named("pseudo.cv.ready", false);
+    let cv = Condvar::named("pseudo.cv.done");
+    // A waiter that holds `config` while it waits, woken by a notifier that
+    // does not (yet) need it: no deadlock, and nothing to report so far.
+    thread::scope(|s| {
+        s.spawn(|| {
+            let _config = config.lock();
+            let mut r = ready.lock();
+            cv.wait_while(&mut r, |r| !*r);
+        });
+        s.spawn(|| {
+            // The waiter may not be waiting yet; the flag makes that fine.
+            *ready.lock() = true;
+            cv.notify_all();
+        });
+    });
+    expect_none("pseudo.cv.");
+    // Later a notifier holds `config` when it notifies. Had the waiter been
+    // waiting then, neither could ever go on: reported now, on its first
+    // occurrence, with nobody waiting.
+    {
+        let _config = config.lock();
+        cv.notify_one();
+    }
+    if let Some(text) = expect("pseudo.cv.", ViolationKind::LockOrder) {
+        assert!(text.contains("pseudo.cv.config") && text.contains("pseudo.cv.done"));
+        assert!(!text.contains("pseudo.cv.ready"), "{text}");
+    }
+}
+
+#[test]
+fn waiting_at_a_barrier_records_the_held_classes_before_it() {
+    let held = Mutex::named("pseudo.barrier.held", ());
+    let barrier = Barrier::named("pseudo.barrier.b", 1).unwrap();
+    {
+        let _held = held.lock();
+        barrier.wait();
+    }
+    if diag::checking_enabled() {
+        let dot = diag::lock_graph_dot();
+        let node = |name: &str| {
+            let line = dot
+                .lines()
+                .find(|l| l.contains(&format!("label=\"{name}\\n")))
+                .unwrap_or_else(|| panic!("no node {name}:\n{dot}"));
+            line.split_whitespace().next().unwrap().to_owned()
+        };
+        let edge = format!(
+            "{} -> {} ",
+            node("pseudo.barrier.held"),
+            node("pseudo.barrier.b")
+        );
+        assert!(dot.contains(&edge), "no {edge}in\n{dot}");
+    }
+    expect_none("pseudo.barrier.");
+}
+
+#[test]
 fn safe_patterns_are_never_reported() {
     const P: &str = "safe.";
     // 1. A consistent order, many times, on several threads.
@@ -345,7 +405,20 @@ fn safe_patterns_are_never_reported() {
     futures::executor::block_on(async {
         *y.lock().await += 1;
     });
-    // 12. A downgraded write lock and then a read of another class.
+    // 12. A notify while holding the condvar's own mutex, then a wait: the
+    // wait gives that mutex up, so it is not held "while waiting".
+    let flag = Mutex::named("safe.cv2.mutex", false);
+    let cv2 = Condvar::named("safe.cv2");
+    thread::scope(|s| {
+        s.spawn(|| {
+            let mut f = flag.lock();
+            *f = true;
+            cv2.notify_all();
+        });
+        let mut f = flag.lock();
+        cv2.wait_while(&mut f, |f| !*f);
+    });
+    // 13. A downgraded write lock and then a read of another class.
     {
         let w = r1.write();
         let _r = strata::sync::RwLockWriteGuard::downgrade(w);

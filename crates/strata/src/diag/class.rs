@@ -150,8 +150,20 @@ impl ClassSlot {
     /// until the token drops. Compiles to nothing with checking off.
     #[track_caller]
     #[inline(always)]
-    #[cfg_attr(not(strata_checked), allow(unused_variables))]
     pub(crate) fn enter(&self, kind: AcquireKind, how: How) -> HeldToken {
+        self.enter_at(kind, how, Location::caller())
+    }
+
+    /// [`enter`](Self::enter) with the acquisition site given: for a call
+    /// made from inside a closure, where `#[track_caller]` does not reach.
+    #[inline(always)]
+    #[cfg_attr(not(strata_checked), allow(unused_variables))]
+    pub(crate) fn enter_at(
+        &self,
+        kind: AcquireKind,
+        how: How,
+        site: &'static Location<'static>,
+    ) -> HeldToken {
         #[cfg(strata_checked)]
         {
             use super::engine::on_acquire;
@@ -159,7 +171,7 @@ impl ClassSlot {
                 entry: Some(on_acquire(
                     self.key,
                     kind,
-                    Location::caller(),
+                    site,
                     how.opts(),
                     self.instance(),
                 )),
@@ -167,6 +179,16 @@ impl ClassSlot {
         }
         #[cfg(not(strata_checked))]
         HeldToken {}
+    }
+
+    /// Records a signal of this class by the current thread (a condvar
+    /// notify): whoever waits on the class while holding a lock the
+    /// signaller holds here is reported. Nothing with checking off.
+    #[track_caller]
+    #[inline(always)]
+    pub(crate) fn signal(&self) {
+        #[cfg(strata_checked)]
+        super::engine::on_signal(self.key, Location::caller());
     }
 
     /// An async acquisition of this class, to be checked when its future is

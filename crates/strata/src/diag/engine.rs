@@ -525,6 +525,63 @@ fn on_miss(miss: Miss, class: ClassKey, instance: usize) -> HeldEntry {
     })
 }
 
+/// Salts the cache key of a signal, so a notify never hits the entry of an
+/// acquisition of the same class under the same chain.
+const SIGNAL_SALT: u64 = 0x5167_4e41_4c00_0001;
+
+/// Records that the current thread signals `class` (notifies a condvar)
+/// while holding its chain: an edge `class → h` for every held `h`.
+///
+/// A waiter on `class` is woken only by such a signal, so whoever waits on
+/// `class` while holding `h` waits for a thread that first needs `h`:
+/// the edges `h → class` (the wait) and `class → h` (the signal) close a
+/// cycle, reported like any other on its first occurrence. Cached like an
+/// acquisition, so a steady-state notify costs one lookup.
+pub(crate) fn on_signal(class: ClassKey, site: &'static Location<'static>) {
+    let miss = THREAD.try_with(|t| {
+        let mut t = t.borrow_mut();
+        t.sync();
+        if t.stack.is_empty() {
+            return None;
+        }
+        let (node, _, _) = t.resolve(class, 0);
+        let key = chain_key(
+            t.stack.top_hash(),
+            SIGNAL_SALT,
+            node,
+            Access::Exclusive,
+            true,
+            false,
+        );
+        if t.validated.contains(&key) {
+            return None;
+        }
+        t.misses += 1;
+        Some(Miss {
+            key,
+            epoch: t.epoch,
+            node,
+            access: Access::Exclusive,
+            site,
+            opts: AcquireOpts::BLOCKING,
+            chain: t.stack.entries().to_vec(),
+            context: t.context(),
+        })
+    });
+    let Ok(Some(miss)) = miss else { return };
+    let (key, epoch) = (miss.key, miss.epoch);
+    let violations = check_signal(miss);
+    let _ = THREAD.try_with(|t| {
+        let mut t = t.borrow_mut();
+        if t.epoch == epoch {
+            t.remember(key);
+        }
+    });
+    for v in &violations {
+        handler::dispatch(v);
+    }
+}
+
 /// [`on_acquire`] for an async guard: the class is held by the task `set`
 /// (checked against the set and the current thread's sync stack).
 pub(crate) fn on_acquire_in(
@@ -676,6 +733,47 @@ fn check(miss: Miss) -> Vec<Violation> {
         }
     }
     VALIDATED.write().insert(miss.key);
+    violations_of(found, &miss)
+}
+
+/// [`check`] for a signal (see [`on_signal`]): edges from the signalled
+/// class to each held one.
+fn check_signal(miss: Miss) -> Vec<Violation> {
+    if VALIDATED.read().contains(&miss.key) {
+        return Vec::new();
+    }
+    let backtrace = Arc::new(Backtrace::capture());
+    let mut found: Vec<(ViolationKind, Vec<Step>)> = Vec::new();
+    {
+        let mut graph = GRAPH.lock();
+        if EPOCH.load(Ordering::Relaxed) != miss.epoch {
+            return Vec::new();
+        }
+        let mut done: Vec<ClassId> = Vec::with_capacity(miss.chain.len());
+        for h in &miss.chain {
+            if h.node == miss.node || done.contains(&h.node) {
+                continue;
+            }
+            done.push(h.node);
+            let info = || EdgeInfo {
+                from_site: miss.site,
+                to_site: h.site,
+                context: miss.context.clone(),
+                backtrace: Some(backtrace.clone()),
+            };
+            if let Added::Cycle(cycle) =
+                graph.add(miss.node, h.node, miss.access, h.access, true, info)
+            {
+                found.push((ViolationKind::LockOrder, cycle));
+            }
+        }
+    }
+    VALIDATED.write().insert(miss.key);
+    violations_of(found, &miss)
+}
+
+/// Turns the cycles found for `miss` into reports.
+fn violations_of(found: Vec<(ViolationKind, Vec<Step>)>, miss: &Miss) -> Vec<Violation> {
     if found.is_empty() {
         return Vec::new();
     }

@@ -1,6 +1,7 @@
 //! A condition variable for [`Mutex`](super::Mutex): parking_lot's, plus a lock class.
 
 use std::fmt;
+use std::panic::Location;
 use std::time::{Duration, Instant};
 
 use super::mutex::MutexGuard;
@@ -14,9 +15,27 @@ use crate::diag::{AcquireKind, ClassKey, ClassSlot, How};
 /// and notifications are not remembered, so always wait for a *condition* on
 /// the data — [`wait_while`](Self::wait_while) does the loop for you.
 ///
-/// For the order checker, waiting counts as taking the condvar's class: a
-/// thread that waits while holding some other lock the notifier needs is a
-/// deadlock in the making, and is reported like one.
+/// For the order checker, waiting counts as taking the condvar's class
+/// (with the wait's own mutex given up, as it really is), and a notify
+/// counts as the class coming before every lock the notifier holds. So a
+/// thread that waits while holding some other lock the notifier needs —
+/// the notifier can never get it, so the waiter is never woken — is
+/// reported the first time both sides have run, even if they never
+/// actually met:
+///
+/// ```no_run
+/// use strata::sync::{Condvar, Mutex};
+///
+/// let (config, ready, done) = (Mutex::new(0), Mutex::new(false), Condvar::new());
+/// // Waiter: holds `config` while it waits.
+/// let _config = config.lock();
+/// let mut r = ready.lock();
+/// // Notifier (elsewhere): needs `config` before it can notify.
+/// //     let _config = config.lock();
+/// //     *ready.lock() = true;
+/// //     done.notify_all();   // <- reported: config --> done --> config
+/// done.wait_while(&mut r, |r| !*r);
+/// ```
 ///
 /// ```
 /// use std::collections::VecDeque;
@@ -136,8 +155,7 @@ impl Condvar {
     #[track_caller]
     #[inline]
     pub fn wait<T: ?Sized>(&self, guard: &mut MutexGuard<'_, T>) {
-        let _waiting = self.class.enter(AcquireKind::Exclusive, How::Blocking);
-        self.inner.wait(&mut guard.inner);
+        self.waiting(guard, How::Blocking, |cv, inner| cv.wait(inner));
     }
 
     /// Waits until `condition` returns false; returns at once if it already
@@ -165,8 +183,9 @@ impl Condvar {
         guard: &mut MutexGuard<'_, T>,
         condition: impl FnMut(&mut T) -> bool,
     ) {
-        let _waiting = self.class.enter(AcquireKind::Exclusive, How::Blocking);
-        self.inner.wait_while(&mut guard.inner, condition);
+        self.waiting(guard, How::Blocking, |cv, inner| {
+            cv.wait_while(inner, condition);
+        });
     }
 
     /// Like [`wait`](Self::wait), giving up after `timeout`.
@@ -188,8 +207,9 @@ impl Condvar {
         guard: &mut MutexGuard<'_, T>,
         timeout: Duration,
     ) -> WaitTimeoutResult {
-        let _waiting = self.class.enter(AcquireKind::Exclusive, How::Try);
-        WaitTimeoutResult(self.inner.wait_for(&mut guard.inner, timeout).timed_out())
+        self.waiting(guard, How::Try, |cv, inner| {
+            WaitTimeoutResult(cv.wait_for(inner, timeout).timed_out())
+        })
     }
 
     /// Like [`wait`](Self::wait), giving up at `deadline`.
@@ -209,12 +229,9 @@ impl Condvar {
         guard: &mut MutexGuard<'_, T>,
         deadline: Instant,
     ) -> WaitTimeoutResult {
-        let _waiting = self.class.enter(AcquireKind::Exclusive, How::Try);
-        WaitTimeoutResult(
-            self.inner
-                .wait_until(&mut guard.inner, deadline)
-                .timed_out(),
-        )
+        self.waiting(guard, How::Try, |cv, inner| {
+            WaitTimeoutResult(cv.wait_until(inner, deadline).timed_out())
+        })
     }
 
     /// Like [`wait_while`](Self::wait_while), giving up after `timeout`
@@ -239,12 +256,9 @@ impl Condvar {
         timeout: Duration,
         condition: impl FnMut(&mut T) -> bool,
     ) -> WaitTimeoutResult {
-        let _waiting = self.class.enter(AcquireKind::Exclusive, How::Try);
-        WaitTimeoutResult(
-            self.inner
-                .wait_while_for(&mut guard.inner, condition, timeout)
-                .timed_out(),
-        )
+        self.waiting(guard, How::Try, |cv, inner| {
+            WaitTimeoutResult(cv.wait_while_for(inner, condition, timeout).timed_out())
+        })
     }
 
     /// Wakes one waiting thread, if any; returns whether one was woken.
@@ -253,8 +267,10 @@ impl Condvar {
     /// let cv = strata::sync::Condvar::new();
     /// assert!(!cv.notify_one());
     /// ```
+    #[track_caller]
     #[inline]
     pub fn notify_one(&self) -> bool {
+        self.class.signal();
         self.inner.notify_one()
     }
 
@@ -264,9 +280,30 @@ impl Condvar {
     /// let cv = strata::sync::Condvar::new();
     /// assert_eq!(cv.notify_all(), 0);
     /// ```
+    #[track_caller]
     #[inline]
     pub fn notify_all(&self) -> usize {
+        self.class.signal();
         self.inner.notify_all()
+    }
+
+    /// Runs the wait `f` with the guard's mutex given up and the condvar's
+    /// class taken, in that order: the mutex is released while the thread
+    /// sleeps, so it is not held "while waiting", and the notifier usually
+    /// holds it (see [`notify_one`](Self::notify_one)).
+    #[track_caller]
+    #[inline]
+    fn waiting<T: ?Sized, U>(
+        &self,
+        guard: &mut MutexGuard<'_, T>,
+        how: How,
+        f: impl FnOnce(&parking_lot::Condvar, &mut parking_lot::MutexGuard<'_, T>) -> U,
+    ) -> U {
+        let site = Location::caller();
+        guard.released_raw(|inner| {
+            let _waiting = self.class.enter_at(AcquireKind::Exclusive, how, site);
+            f(&self.inner, inner)
+        })
     }
 
     /// The condvar's class, or `None` when checking is compiled out.

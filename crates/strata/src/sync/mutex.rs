@@ -415,9 +415,19 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     pub fn unlocked<U>(s: &mut Self, f: impl FnOnce() -> U) -> U {
         // The class is not held while `f` runs (so `f` may lock it again),
         // and taking it back is checked like any blocking lock.
-        let inner = &mut s.inner;
-        s._held
-            .released(|| parking_lot::MutexGuard::unlocked(inner, f))
+        s.released_raw(|inner| parking_lot::MutexGuard::unlocked(inner, f))
+    }
+
+    /// Stops holding the class while `f` runs on the raw guard (which
+    /// gives the lock up, as a condvar wait does), then takes the class back
+    /// through the order check.
+    #[inline]
+    pub(super) fn released_raw<U>(
+        &mut self,
+        f: impl FnOnce(&mut parking_lot::MutexGuard<'a, T>) -> U,
+    ) -> U {
+        let inner = &mut self.inner;
+        self._held.released(|| f(inner))
     }
 }
 
