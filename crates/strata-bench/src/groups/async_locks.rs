@@ -78,6 +78,7 @@ macro_rules! contended {
 
 /// The `async-locks` group.
 pub fn group() -> Group {
+    super::warn_if_checked("async-locks");
     Group::new("async-locks")
         .case("mutex_uncontended", |c| {
             let m = strata::sync::AsyncMutex::new(0u64);

@@ -103,6 +103,7 @@ fn contended_case(c: &mut Case, threads: usize) {
 
 /// The `locks` group.
 pub fn group() -> Group {
+    super::warn_if_checked("locks");
     Group::new("locks")
         .case("mutex_uncontended", |c| {
             uncontended(c, "strata", strata::sync::Mutex::new(0u64));

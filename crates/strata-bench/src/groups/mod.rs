@@ -4,6 +4,7 @@
 use crate::harness::Group;
 
 pub mod async_locks;
+pub mod diag;
 pub mod locks;
 
 /// Builds a group (its state, thread pools, runtimes).
@@ -11,7 +12,23 @@ pub type Builder = fn() -> Group;
 
 /// Every group, in run order: (CLI name, builder). A group is only built
 /// (its state, thread pools and runtimes created) when it is selected.
-pub const ALL: &[(&str, Builder)] = &[("locks", locks::group), ("async-locks", async_locks::group)];
+pub const ALL: &[(&str, Builder)] = &[
+    ("locks", locks::group),
+    ("async-locks", async_locks::group),
+    ("diag", diag::group),
+];
+
+/// Says on stderr that `group` is about to time checked locks, when a
+/// release build has lock-order checking compiled in (`--features checked`,
+/// meant for the `diag` group): its numbers are then not the release cost.
+pub(crate) fn warn_if_checked(group: &str) {
+    if strata::diag::checking_enabled() && !cfg!(debug_assertions) {
+        eprintln!(
+            "{group}: lock-order checking is compiled in (--features checked): these are \
+             checked-lock timings, not release ones"
+        );
+    }
+}
 
 /// The names of all groups, in run order.
 pub fn names() -> Vec<&'static str> {
