@@ -630,20 +630,28 @@ fn watchdog_sees_tasks_deadlocked_on_async_mutexes() {
     let a = Arc::new(AsyncMutex::named("asyncwd.a", 0));
     let b = Arc::new(AsyncMutex::named("asyncwd.b", 0));
     let both_hold = Arc::new(tokio::sync::Barrier::new(2));
+    // Both tasks past the barrier: each holds its first lock and goes for
+    // the other. Only then may one be cancelled (before that, cancelling
+    // one would leave the other at the barrier forever).
+    let past_barrier = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (left, right) = rt.block_on(async {
         let left = tokio::spawn({
             let (a, b, both_hold) = (a.clone(), b.clone(), both_hold.clone());
+            let past_barrier = past_barrier.clone();
             async move {
                 let _ga = a.lock().await;
                 both_hold.wait().await;
+                past_barrier.fetch_add(1, Ordering::SeqCst);
                 *b.lock().await += 1;
             }
         });
         let right = tokio::spawn({
             let (a, b, both_hold) = (a.clone(), b.clone(), both_hold.clone());
+            let past_barrier = past_barrier.clone();
             async move {
                 let _gb = b.lock().await;
                 both_hold.wait().await;
+                past_barrier.fetch_add(1, Ordering::SeqCst);
                 *a.lock().await += 1;
             }
         });
@@ -663,6 +671,9 @@ fn watchdog_sees_tasks_deadlocked_on_async_mutexes() {
         let text = found[0].to_string();
         assert!(text.contains("asyncwd.a") && text.contains("asyncwd.b"));
         assert!(text.contains("task #"), "{text}");
+    }
+    while past_barrier.load(Ordering::SeqCst) < 2 {
+        thread::sleep(Duration::from_millis(1));
     }
     // Cancelling one task drops its guard, and the other finishes.
     left.abort();
