@@ -142,7 +142,14 @@ impl Stack {
     /// Removes the entry `seq`; false if it is not here (already removed, or
     /// the stack was cleared by `reset`).
     pub(crate) fn remove(&mut self, seq: u64) -> bool {
-        // Guards usually drop in reverse order, so search from the top.
+        // Guards usually drop in reverse order: the top goes with no search,
+        // no move and no rehash (the entries below keep their hashes).
+        if self.entries.last().is_some_and(|h| h.seq == seq) {
+            if let Some(held) = self.entries.pop() {
+                held.released();
+            }
+            return true;
+        }
         let Some(i) = self.entries.iter().rposition(|h| h.seq == seq) else {
             return false;
         };
