@@ -76,6 +76,36 @@ mod imp {
                 self.0.notify_all()
             }
         }
+
+        /// A non-poisoning reader-writer lock whose `read`/`write` return the
+        /// guards directly.
+        #[derive(Debug, Default)]
+        pub(crate) struct RwLock<T: ?Sized>(parking_lot::RwLock<T>);
+
+        /// Shared guard of the shim [`RwLock`].
+        pub(crate) type RwLockReadGuard<'a, T> = parking_lot::RwLockReadGuard<'a, T>;
+        /// Exclusive guard of the shim [`RwLock`].
+        pub(crate) type RwLockWriteGuard<'a, T> = parking_lot::RwLockWriteGuard<'a, T>;
+
+        impl<T> RwLock<T> {
+            pub(crate) const fn new(value: T) -> Self {
+                Self(parking_lot::RwLock::new(value))
+            }
+            pub(crate) fn into_inner(self) -> T {
+                self.0.into_inner()
+            }
+        }
+
+        impl<T: ?Sized> RwLock<T> {
+            #[inline]
+            pub(crate) fn read(&self) -> RwLockReadGuard<'_, T> {
+                self.0.read()
+            }
+            #[inline]
+            pub(crate) fn write(&self) -> RwLockWriteGuard<'_, T> {
+                self.0.write()
+            }
+        }
     }
 
     pub(crate) mod thread {
@@ -184,6 +214,30 @@ mod imp {
             pub(crate) fn notify_all(&self) -> usize {
                 self.0.notify_all();
                 0
+            }
+        }
+
+        /// A loom reader-writer lock with the shim's non-poisoning API.
+        #[derive(Debug, Default)]
+        pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);
+
+        /// Shared guard of the shim [`RwLock`].
+        pub(crate) type RwLockReadGuard<'a, T> = loom::sync::RwLockReadGuard<'a, T>;
+        /// Exclusive guard of the shim [`RwLock`].
+        pub(crate) type RwLockWriteGuard<'a, T> = loom::sync::RwLockWriteGuard<'a, T>;
+
+        impl<T> RwLock<T> {
+            pub(crate) fn new(value: T) -> Self {
+                Self(loom::sync::RwLock::new(value))
+            }
+            pub(crate) fn into_inner(self) -> T {
+                self.0.into_inner().unwrap()
+            }
+            pub(crate) fn read(&self) -> RwLockReadGuard<'_, T> {
+                self.0.read().unwrap()
+            }
+            pub(crate) fn write(&self) -> RwLockWriteGuard<'_, T> {
+                self.0.write().unwrap()
             }
         }
     }

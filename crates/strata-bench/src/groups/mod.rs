@@ -4,8 +4,10 @@
 use crate::harness::Group;
 
 pub mod async_locks;
+pub mod cache;
 pub mod diag;
 pub mod locks;
+pub mod snapshot;
 
 /// Builds a group (its state, thread pools, runtimes).
 pub type Builder = fn() -> Group;
@@ -16,6 +18,8 @@ pub const ALL: &[(&str, Builder)] = &[
     ("locks", locks::group),
     ("async-locks", async_locks::group),
     ("diag", diag::group),
+    ("snapshot", snapshot::group),
+    ("cache", cache::group),
 ];
 
 /// Says on stderr that `group` is about to time checked locks, when a

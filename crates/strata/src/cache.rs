@@ -1,1 +1,0 @@
-//! L2 — `BoundedCache` with single-flight loading (issue 6).
