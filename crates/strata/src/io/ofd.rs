@@ -138,8 +138,41 @@ fn fcntl_lock(file: &File, kind: Kind, start: i64, len: i64, block: bool) -> io:
     }
 }
 
+/// Whether another open file description holds a lock on byte `at` that
+/// conflicts with a write lock (`F_OFD_GETLK`: tests, takes nothing).
+#[cfg(target_os = "linux")]
+fn write_conflict(file: &File, at: i64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+
+    // SAFETY: as in `fcntl_lock`: all-zero is a valid `flock`.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = at as libc::off_t;
+    fl.l_len = 1;
+    // SAFETY: a valid descriptor and a valid, writable `struct flock` that
+    // outlives the call; F_OFD_GETLK writes the conflicting lock (or
+    // F_UNLCK) into it.
+    let rc = unsafe {
+        libc::fcntl(
+            file.as_raw_fd(),
+            libc::F_OFD_GETLK,
+            &mut fl as *mut libc::flock,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
 #[cfg(not(target_os = "linux"))]
 fn fcntl_lock(_: &File, _: Kind, _: i64, _: i64, _: bool) -> io::Result<bool> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn write_conflict(_: &File, _: i64) -> io::Result<bool> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
@@ -233,15 +266,7 @@ impl RawFileLock {
                 }
                 Ok(())
             }
-            Wait::No => {
-                let mut progress = ExclusiveProgress::default();
-                if self.try_exclusive(&mut progress)? {
-                    Ok(())
-                } else {
-                    self.abandon_exclusive(progress);
-                    Err(FileLockError::WouldBlock)
-                }
-            }
+            Wait::No => self.try_exclusive_now(),
             Wait::Until(deadline) => {
                 let mut progress = ExclusiveProgress::default();
                 let mut backoff = Backoff::new();
@@ -263,6 +288,22 @@ impl RawFileLock {
                 }
             }
         }
+    }
+
+    /// One attempt at exclusive that does not mean to wait: `SHARED` first,
+    /// so that while anyone holds the file nothing else is touched. Taking
+    /// `RESERVED` first, as a waiting writer does, would make a concurrent
+    /// upgrader see a would-be writer and fail with `WouldDeadlock` because
+    /// of a mere attempt.
+    fn try_exclusive_now(&self) -> Result<(), FileLockError> {
+        self.take(Kind::Write, SHARED, Wait::No)?;
+        let rest = self
+            .take(Kind::Write, RESERVED, Wait::No)
+            .and_then(|()| self.take(Kind::Write, PENDING, Wait::No));
+        if rest.is_err() {
+            let _ = self.unlock();
+        }
+        rest
     }
 
     /// Takes the next byte of an exclusive acquisition (`RESERVED`,
@@ -321,6 +362,9 @@ impl RawFileLock {
     /// From shared to exclusive, keeping the read lock throughout; on any
     /// failure the caller still holds exactly its shared lock.
     pub(crate) fn upgrade(&self, wait: Wait) -> Result<(), FileLockError> {
+        if let Wait::No = wait {
+            return self.try_upgrade_now();
+        }
         // Another would-be writer waits for our read lock: waiting for it
         // in turn would never end.
         match self.take(Kind::Write, RESERVED, Wait::No) {
@@ -338,6 +382,38 @@ impl RawFileLock {
             let _ = self.unlock_writer_bytes();
         }
         result
+    }
+
+    /// One upgrade attempt that does not mean to wait: convert `SHARED`
+    /// first (fails while other readers are in), so writer bytes are only
+    /// touched when we are alone, and a failed attempt never makes another
+    /// upgrader see a would-be writer.
+    fn try_upgrade_now(&self) -> Result<(), FileLockError> {
+        match self.take(Kind::Write, SHARED, Wait::No) {
+            Ok(()) => {}
+            Err(FileLockError::WouldBlock) => {
+                // Other readers. If one of them (or a fresh writer) is
+                // already waiting to write, it waits for us: say so.
+                return Err(if write_conflict(&self.file, RESERVED)? {
+                    FileLockError::WouldDeadlock
+                } else {
+                    FileLockError::WouldBlock
+                });
+            }
+            Err(err) => return Err(err),
+        }
+        let rest = match self.take(Kind::Write, RESERVED, Wait::No) {
+            // A fresh writer between its steps: it will wait for us.
+            Err(FileLockError::WouldBlock) => Err(FileLockError::WouldDeadlock),
+            other => other,
+        }
+        .and_then(|()| self.take(Kind::Write, PENDING, Wait::No));
+        if rest.is_err() {
+            // Back to exactly the read lock we had (a conversion: no gap).
+            let _ = self.take(Kind::Read, SHARED, Wait::No);
+            let _ = self.unlock_writer_bytes();
+        }
+        rest
     }
 
     /// From exclusive to shared without a moment unlocked: convert `SHARED`

@@ -882,9 +882,18 @@ impl<'g> AcquireLease<'g> {
                 }
                 *sleep = None;
             }
-            let outcome = match file.raw.try_exclusive(progress) {
+            let attempt = if self.policy == WriterPolicy::Fail {
+                // One attempt that takes nothing unless the file is free.
+                match file.raw.lock_exclusive(ofd::Wait::No) {
+                    Ok(()) => Ok(true),
+                    Err(FileLockError::WouldBlock) => Err(LeaseError::WriterBusy),
+                    Err(err) => Err(file_error(err)),
+                }
+            } else {
+                file.raw.try_exclusive(progress).map_err(file_error)
+            };
+            let outcome = match attempt {
                 Ok(true) => Ok(()),
-                Ok(false) if self.policy == WriterPolicy::Fail => Err(LeaseError::WriterBusy),
                 Ok(false) if self.deadline.is_some_and(|d| Instant::now() >= d) => {
                     Err(LeaseError::WriterTimeout)
                 }
@@ -893,7 +902,7 @@ impl<'g> AcquireLease<'g> {
                     *sleep = Some(Sleep::until(Instant::now() + pause));
                     continue;
                 }
-                Err(err) => Err(file_error(err)),
+                Err(err) => Err(err),
             };
             let State::File {
                 permit,
