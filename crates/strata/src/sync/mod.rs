@@ -7,10 +7,10 @@ mod condvar;
 mod error;
 mod mutex;
 pub mod ordered;
-mod raw_semaphore;
+pub(crate) mod raw_semaphore;
 mod rwlock;
 mod semaphore;
-mod timeout;
+pub(crate) mod timeout;
 mod unfair;
 
 pub use async_mutex::{AsyncMutex, AsyncMutexGuard, OwnedAsyncMutexGuard};

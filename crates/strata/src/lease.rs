@@ -1,1 +1,0 @@
-//! L2 — writer leases: one writer at a time per `LeaseGate` (issue 6).
