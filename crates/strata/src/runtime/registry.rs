@@ -265,6 +265,13 @@ impl WorkerThread {
         &self.registry
     }
 
+    /// Whether an idle worker asked this one to share work (one relaxed
+    /// load: `par` polls it between blocks to split lazily).
+    #[inline]
+    pub(crate) fn work_requested(&self) -> bool {
+        self.shared().requested.load(Ordering::Relaxed)
+    }
+
     fn shared(&self) -> &WorkerShared {
         &self.registry.workers[self.index]
     }
