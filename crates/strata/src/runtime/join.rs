@@ -4,10 +4,11 @@ use super::{WorkerThread, with_current};
 
 /// Runs `a` and `b`, potentially in parallel, and returns both results.
 ///
-/// On a worker thread `b` is offered to the pool while the caller runs `a`;
-/// if nobody took it, the caller runs it right after. Until another worker
-/// is idle and asks for work, offering `b` is a couple of plain stores: no
-/// atomics, no allocation, no fence. Called outside any pool, `join` enters
+/// On a worker thread one closure is offered to the pool while the caller
+/// runs the other; if nobody took it, the caller runs it right after (which
+/// runs first is unspecified). Until another worker is idle and asks for
+/// work, offering is a couple of plain stores: no atomics, no allocation, no
+/// fence. Called outside any pool, `join` enters
 /// the current runtime (the global one by default) and blocks until both
 /// are done. A panic in either closure is re-raised after both finished.
 ///

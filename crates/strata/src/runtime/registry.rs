@@ -3,10 +3,10 @@
 //!
 //! ## Lazy promotion (`join`)
 //!
-//! A `join(a, b)` on a worker writes a pointer to its `b` (a [`StackJob`] in
-//! its own frame) into a small private ring of plain `Cell`s — no atomics,
-//! no fence — runs `a`, and, if `b` is still private, takes it back and runs
-//! it inline. Other workers cannot see the ring. A worker that runs out of
+//! A `join(a, b)` on a worker writes a pointer to the half it offers (a
+//! [`StackJob`] in its own frame) into a small private ring of plain
+//! `Cell`s — no atomics, no fence — runs the other half, and, if the offered
+//! one is still private, takes it back and runs it inline. Other workers cannot see the ring. A worker that runs out of
 //! work *requests* some: it sets the `requested` flag of the others. A busy
 //! worker checks its flag (one relaxed load) at every `join`, and when it is
 //! set *promotes* its oldest private job — the biggest piece of work it has
@@ -17,7 +17,7 @@
 //!
 //! Ring positions are absolute counters `head..tail` (`head` counts
 //! promotions from the front). A frame at position `p` was promoted iff
-//! `head > p` when `a` returns. With `RING` private jobs already queued a
+//! `head > p` when the inline half returns. With `RING` private jobs already queued a
 //! join just runs `a` then `b` (the oldest job is the one that would be
 //! shared anyway).
 //!
@@ -494,25 +494,42 @@ impl WorkerThread {
         RA: Send,
         RB: Send,
     {
+        // `b` runs here first and `a` is the half offered to thieves (as in
+        // chili): a recursion written `join(|| left, || right)` then walks
+        // right-to-left, which is the order in which a depth-first builder
+        // allocated its nodes. Which half runs first is unspecified.
+        let (rb, ra) = self.join_offering(b, a);
+        (ra, rb)
+    }
+
+    /// Runs `first` here, offering `offered` to idle workers meanwhile.
+    #[inline]
+    fn join_offering<A, B, RA, RB>(&self, first: A, offered: B) -> (RA, RB)
+    where
+        A: FnOnce() -> RA + Send,
+        B: FnOnce() -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
         let p = self.tail.get();
         if p - self.head.get() >= RING {
             if self.shared().requested.load(Ordering::Relaxed) {
                 self.promote();
             }
-            let ra = a();
-            return (ra, b());
+            let ra = first();
+            return (ra, offered());
         }
-        let job = StackJob::new(b, WorkerLatch::new(&self.registry.sleep));
+        let job = StackJob::new(offered, WorkerLatch::new(&self.registry.sleep));
         // SAFETY: `job` stays in this frame until it is run inline, taken
         // back from the deque, or its latch is set (all below, also when
-        // `a` panics).
+        // `first` panics).
         let job_ref = unsafe { job.as_job_ref() };
         self.ring[p & MASK].set(job_ref);
         self.tail.set(p + 1);
         if self.shared().requested.load(Ordering::Relaxed) {
             self.promote();
         }
-        let ra = match panic::catch_unwind(AssertUnwindSafe(a)) {
+        let ra = match panic::catch_unwind(AssertUnwindSafe(first)) {
             Ok(ra) => ra,
             Err(payload) => {
                 self.recover(&job, job_ref, p);
@@ -549,8 +566,8 @@ impl WorkerThread {
         unsafe { job.take_result() }
     }
 
-    /// `a` panicked: make sure nobody runs `b` on a dead frame, then let the
-    /// panic continue.
+    /// The inline half panicked: make sure nobody runs the offered half on
+    /// a dead frame, then let the panic continue.
     #[cold]
     fn recover<F, R>(&self, job: &StackJob<WorkerLatch, F, R>, job_ref: JobRef, p: usize)
     where
@@ -570,7 +587,8 @@ impl WorkerThread {
                 None => break,
             }
         }
-        // `b`'s own result or panic is dropped with the frame: `a`'s panic wins.
+        // The offered half's result or panic is dropped with the frame: the
+        // first panic wins.
         self.wait_until(job.latch());
     }
 }
