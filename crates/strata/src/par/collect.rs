@@ -65,3 +65,26 @@ impl<T> Drop for Written<T> {
         unsafe { std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(self.start, self.len)) }
     }
 }
+
+/// Counts values written in a loop in a local (so the loop can vectorize:
+/// no store through `&mut len` per element) and adds them to the piece's
+/// length when dropped — also when the mapping closure panics mid-block,
+/// so the values written so far are dropped with the piece (std's
+/// `SetLenOnDrop` pattern).
+pub(crate) struct LenGuard<'a> {
+    len: &'a mut usize,
+    pub(crate) local: usize,
+}
+
+impl<'a> LenGuard<'a> {
+    pub(crate) fn new(len: &'a mut usize) -> Self {
+        let local = *len;
+        Self { len, local }
+    }
+}
+
+impl Drop for LenGuard<'_> {
+    fn drop(&mut self) {
+        *self.len = self.local;
+    }
+}

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use super::collect::{SendPtr, Written};
+use super::collect::{LenGuard, SendPtr, Written};
 use super::driver::{Fold, drive};
 use super::slice::{Pieces, collect_map};
 
@@ -139,11 +139,13 @@ impl<I: RangeInteger, U: Send, F: Fn(I) -> U + Sync> Fold for Map<'_, I, U, F> {
     }
     #[inline]
     fn fold(&self, acc: &mut Written<U>, lo: usize, hi: usize) {
+        let base = acc.start;
+        let mut n = LenGuard::new(&mut acc.len);
         for i in lo..hi {
             let v = (self.f)(I::nth(self.start, i));
             // SAFETY: this piece owns output indices `lo..hi`, in order.
-            unsafe { acc.start.add(acc.len).write(v) };
-            acc.len += 1;
+            unsafe { base.add(n.local).write(v) };
+            n.local += 1;
         }
     }
     fn combine(&self, l: Written<U>, r: Written<U>) -> Written<U> {

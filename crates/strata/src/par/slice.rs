@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::collect::{SendPtr, Written};
+use super::collect::{LenGuard, SendPtr, Written};
 use super::driver::{Fold, drive};
 
 /// Parallel operations on a slice; see the [module docs](super).
@@ -128,11 +128,13 @@ impl<T: Sync, U: Send, F: Fn(&T) -> U + Sync> Fold for MapFold<'_, T, U, F> {
     }
     #[inline]
     fn fold(&self, acc: &mut Written<U>, lo: usize, hi: usize) {
+        let base = acc.start;
+        let mut n = LenGuard::new(&mut acc.len);
         for x in &self.src[lo..hi] {
             // SAFETY: this piece owns output indices `lo..hi`, written in
-            // order, each once; `acc.len` counts them for panic cleanup.
-            unsafe { acc.start.add(acc.len).write((self.f)(x)) };
-            acc.len += 1;
+            // order, each once; the guard counts them for panic cleanup.
+            unsafe { base.add(n.local).write((self.f)(x)) };
+            n.local += 1;
         }
     }
     fn combine(&self, l: Written<U>, r: Written<U>) -> Written<U> {
@@ -385,12 +387,14 @@ impl<T: Sync, U: Send, F: Fn(&[T]) -> U + Sync> Fold for ChunkMap<'_, T, U, F> {
         Written::empty(unsafe { self.out.0.add(lo) })
     }
     fn fold(&self, acc: &mut Written<U>, lo: usize, hi: usize) {
+        let base = acc.start;
+        let mut n = LenGuard::new(&mut acc.len);
         for c in lo..hi {
             let end = ((c + 1) * self.size).min(self.src.len());
             let v = (self.f)(&self.src[c * self.size..end]);
             // SAFETY: as in `MapFold::fold`.
-            unsafe { acc.start.add(acc.len).write(v) };
-            acc.len += 1;
+            unsafe { base.add(n.local).write(v) };
+            n.local += 1;
         }
     }
     fn combine(&self, l: Written<U>, r: Written<U>) -> Written<U> {

@@ -5,26 +5,29 @@
 //!
 //! A `join(a, b)` on a worker writes a pointer to the half it offers (a
 //! [`StackJob`] in its own frame) into a small private ring of plain
-//! `Cell`s — no atomics, no fence — runs the other half, and, if the offered
-//! one is still private, takes it back and runs it inline. Other workers cannot see the ring. A worker that runs out of
-//! work *requests* some: it sets the `requested` flag of the others. A busy
-//! worker checks its flag (one relaxed load) at every `join`, and when it is
-//! set *promotes* its oldest private job — the biggest piece of work it has
-//! — into its crossbeam deque and wakes one sleeper. This is the
-//! heartbeat-scheduling idea of Spice and chili, driven by requests instead
-//! of a timer thread, so an idle pool has no thread that wakes up: the cost
-//! of sharing is paid once per idle worker, not once per join.
+//! `Cell`s — no atomics, no fence — runs the other half, and, if the
+//! offered one is still private, takes it back and runs it inline. Other
+//! workers cannot see the ring. Workers that run out of work count
+//! themselves in the registry's `idle` counter while they look for work or
+//! sleep. A busy worker reads that counter (one relaxed load of a
+//! read-mostly cache line) at every `join`; when someone is idle and the
+//! busy worker's deque is empty (nothing it offered is still waiting), it
+//! *promotes* its oldest private job — the biggest piece of work it has —
+//! into its crossbeam deque and wakes one sleeper. This is the
+//! heartbeat-scheduling idea of Spice and chili, driven by demand instead
+//! of a timer thread, so an idle pool has no thread that wakes up, and at
+//! most one offered job per busy worker waits at a time.
 //!
 //! Ring positions are absolute counters `head..tail` (`head` counts
 //! promotions from the front). A frame at position `p` was promoted iff
-//! `head > p` when the inline half returns. With `RING` private jobs already queued a
-//! join just runs `a` then `b` (the oldest job is the one that would be
-//! shared anyway).
+//! `head > p` when the inline half returns. With `RING` private jobs
+//! already queued a join just runs both halves (the oldest job is the one
+//! that would be shared anyway).
 //!
 //! A promoted job that is still in the deque when its owner comes back is
 //! popped and run inline; one that was stolen is waited for with
-//! [`WorkerThread::wait_until`], which runs other jobs meanwhile (asking
-//! the thief to share its work) and sleeps only when there are none.
+//! [`WorkerThread::wait_until`], which runs other jobs meanwhile (its own
+//! idleness makes the thief share) and sleeps only when there are none.
 
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
@@ -38,7 +41,7 @@ use super::latch::{LockLatch, WorkerLatch};
 use super::sleep::Sleep;
 use super::spawn::LiveTasks;
 use crate::loom::sync::Arc;
-use crate::loom::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
 /// Private jobs a worker keeps before further joins run sequentially.
 const RING: usize = 8;
@@ -50,9 +53,6 @@ const SPIN_ONLY: u32 = 16;
 
 /// Per-worker state other threads read.
 pub(crate) struct WorkerShared {
-    /// Set by idle workers: "share a job at your next join". Alone on its
-    /// cache line: the owner reads it at every join.
-    requested: CachePadded<AtomicBool>,
     stealer: Stealer<JobRef>,
     /// Counters written only by the owner (load + store, no RMW).
     jobs_run: AtomicU64,
@@ -90,6 +90,9 @@ pub(crate) struct Registry {
     pub(crate) workers: Box<[CachePadded<WorkerShared>]>,
     pub(crate) injector: Injector<JobRef>,
     pub(crate) sleep: Sleep,
+    /// Workers looking for work or asleep: busy workers read it at every
+    /// join ("does anyone want a job?"); only idle transitions write it.
+    idle: CachePadded<AtomicUsize>,
     /// Workers leave their loop (after their current job).
     terminate: AtomicBool,
     /// Set once the workers are gone: queued work is cancelled, not run.
@@ -107,7 +110,6 @@ impl Registry {
             .iter()
             .map(|d| {
                 CachePadded::new(WorkerShared {
-                    requested: CachePadded::new(AtomicBool::new(false)),
                     stealer: d.stealer(),
                     jobs_run: AtomicU64::new(0),
                     steals: AtomicU64::new(0),
@@ -120,6 +122,7 @@ impl Registry {
             workers,
             injector: Injector::new(),
             sleep: Sleep::new(n),
+            idle: CachePadded::new(AtomicUsize::new(0)),
             terminate: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             live: LiveTasks::new(),
@@ -265,11 +268,13 @@ impl WorkerThread {
         &self.registry
     }
 
-    /// Whether an idle worker asked this one to share work (one relaxed
-    /// load: `par` polls it between blocks to split lazily).
+    /// Whether this worker should share a job: some worker is idle and
+    /// nothing this worker offered is still waiting in its deque. One
+    /// relaxed load of a read-mostly line in the common case; `par` polls
+    /// it between blocks to split lazily.
     #[inline]
     pub(crate) fn work_requested(&self) -> bool {
-        self.shared().requested.load(Ordering::Relaxed)
+        self.registry.idle.load(Ordering::Relaxed) != 0 && self.deque.is_empty()
     }
 
     fn shared(&self) -> &WorkerShared {
@@ -380,23 +385,20 @@ impl WorkerThread {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    /// Asks every other worker to share a job at its next join.
-    fn request_work(&self) {
-        for (i, w) in self.registry.workers.iter().enumerate() {
-            if i != self.index && !w.requested.load(Ordering::Relaxed) {
-                w.requested.store(true, Ordering::Relaxed);
-            }
-        }
-    }
-
     /// Out of work: ask for some, look for a while, then sleep until woken.
     /// With `latch`, returns early once it is set (a waiting owner).
     /// Returns a job if one turned up.
     #[cold]
     fn idle(&self, latch: Option<&WorkerLatch>) -> Option<JobRef> {
-        // (Its own flag stays as it is: a request from a worker that went
-        // to sleep still stands, and must survive this worker's idleness.)
-        self.request_work();
+        // Counted idle (which asks busy workers to share) for the whole call.
+        struct Idle<'a>(&'a AtomicUsize);
+        impl Drop for Idle<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.registry.idle.fetch_add(1, Ordering::Relaxed);
+        let _idle = Idle(&self.registry.idle);
         let done = || {
             latch.is_some_and(WorkerLatch::probe)
                 || (latch.is_none() && self.registry.terminate.load(Ordering::Acquire))
@@ -474,7 +476,6 @@ impl WorkerThread {
     #[inline(never)]
     fn promote(&self) {
         let shared = self.shared();
-        shared.requested.store(false, Ordering::Relaxed);
         let head = self.head.get();
         if head < self.tail.get() {
             let job = self.ring[head & MASK].get();
@@ -513,7 +514,7 @@ impl WorkerThread {
     {
         let p = self.tail.get();
         if p - self.head.get() >= RING {
-            if self.shared().requested.load(Ordering::Relaxed) {
+            if self.work_requested() {
                 self.promote();
             }
             let ra = first();
@@ -526,7 +527,7 @@ impl WorkerThread {
         let job_ref = unsafe { job.as_job_ref() };
         self.ring[p & MASK].set(job_ref);
         self.tail.set(p + 1);
-        if self.shared().requested.load(Ordering::Relaxed) {
+        if self.work_requested() {
             self.promote();
         }
         let ra = match panic::catch_unwind(AssertUnwindSafe(first)) {
