@@ -39,3 +39,5 @@ pub mod snapshot;
 pub mod stm;
 pub mod sync;
 pub mod task;
+
+pub use runtime::join;

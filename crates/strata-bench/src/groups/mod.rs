@@ -7,6 +7,8 @@ pub mod async_locks;
 pub mod cache;
 pub mod diag;
 pub mod locks;
+pub mod par;
+pub mod runtime;
 pub mod snapshot;
 
 /// Builds a group (its state, thread pools, runtimes).
@@ -18,6 +20,8 @@ pub const ALL: &[(&str, Builder)] = &[
     ("locks", locks::group),
     ("async-locks", async_locks::group),
     ("diag", diag::group),
+    ("runtime", runtime::group),
+    ("par", par::group),
     ("snapshot", snapshot::group),
     ("cache", cache::group),
 ];

@@ -1,8 +1,473 @@
 //! L3 — the runtime: the work-stealing pool (issue 4) and the blocking-I/O
 //! executor `BlockingIo` (issue 6).
+//!
+//! A [`Runtime`] is a fixed set of worker threads that run three kinds of
+//! work: fork-join halves ([`join`]), futures ([`Runtime::spawn`] →
+//! [`Task`]) and, later, actor turns. Each worker has a Chase-Lev deque
+//! (crossbeam-deque) others steal from, a LIFO slot for the task it just
+//! woke, and there is one global injector for work from outside the pool.
+//! Idle workers sleep without spinning; each new job wakes at most one.
+//!
+//! `join` costs almost nothing when nobody is idle: its second half stays
+//! in a private, atomics-free ring and is only *promoted* to the stealable
+//! deque when an idle worker has asked for work (heartbeat scheduling à la
+//! Spice/chili, driven by requests rather than a timer, so an idle pool
+//! burns no CPU at all).
+//!
+//! ```
+//! use strata::runtime::Runtime;
+//!
+//! fn fib(n: u64) -> u64 {
+//!     if n < 2 {
+//!         return n;
+//!     }
+//!     let (a, b) = strata::join(|| fib(n - 1), || fib(n - 2));
+//!     a + b
+//! }
+//!
+//! let rt = Runtime::builder().threads(2).name("fib").build().unwrap();
+//! assert_eq!(rt.install(|| fib(20)), 6765);
+//! let task = rt.spawn(async { fib(10) });
+//! assert_eq!(rt.block_on(task), Ok(55));
+//! ```
 
 // Issue 6 owns blocking_io.rs and the `pub use` line right below it.
 mod blocking_io;
 pub use blocking_io::{BlockingIo, BlockingIoBuilder, BlockingIoError};
 
 // Issue 4: the work-stealing pool goes below.
+mod block_on;
+mod job;
+mod join;
+mod latch;
+mod metrics;
+mod pin;
+mod registry;
+mod sleep;
+mod spawn;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc as StdArc, OnceLock};
+use std::thread::JoinHandle;
+
+use thiserror::Error;
+
+pub use block_on::block_on;
+pub use join::join;
+pub use metrics::RuntimeMetrics;
+pub use spawn::Task;
+
+pub(crate) use job::{HeapJob, JobRef};
+pub(crate) use latch::{CountLatch, Latch, WorkerLatch};
+pub(crate) use registry::{Registry, WorkerThread};
+pub(crate) use sleep::Sleep;
+
+use crate::loom::sync::Arc;
+
+/// Why a runtime could not be built.
+///
+/// ```
+/// use strata::runtime::{BuildError, Runtime};
+///
+/// let err = Runtime::builder().threads(0).build().unwrap_err();
+/// assert!(matches!(err, BuildError::ZeroThreads));
+/// ```
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A pool needs at least one worker.
+    #[error("a runtime needs at least one worker thread")]
+    ZeroThreads,
+    /// The OS refused to start a worker thread.
+    #[error("could not spawn a worker thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// Configures and starts a [`Runtime`].
+///
+/// ```
+/// use strata::runtime::Runtime;
+///
+/// let rt = Runtime::builder()
+///     .threads(2)
+///     .name("render")
+///     .stack_size(4 << 20)
+///     .pin_threads(false)
+///     .build()
+///     .unwrap();
+/// assert_eq!(rt.threads(), 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Builder {
+    threads: Option<usize>,
+    name: String,
+    stack_size: usize,
+    pin_threads: bool,
+}
+
+/// Default worker stack: deep recursion through `join` needs more than
+/// the 2 MiB Rust gives spawned threads. Only touched pages cost memory.
+const DEFAULT_STACK: usize = 16 << 20;
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            threads: None,
+            name: "strata-worker".into(),
+            stack_size: DEFAULT_STACK,
+            pin_threads: false,
+        }
+    }
+}
+
+impl Builder {
+    /// Number of worker threads (default: `available_parallelism()`).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n);
+        self
+    }
+
+    /// Thread name prefix; workers are named `NAME-0`, `NAME-1`, …
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Stack size of each worker thread, in bytes (default 16 MiB).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// Pin worker `i` to the `i`-th CPU this process may use (best effort).
+    pub fn pin_threads(mut self, pin: bool) -> Self {
+        self.pin_threads = pin;
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<Runtime, BuildError> {
+        let n = match self.threads {
+            Some(0) => return Err(BuildError::ZeroThreads),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let (registry, deques) = Registry::new(n);
+        let cpus = if self.pin_threads {
+            pin::allowed_cpus()
+        } else {
+            Vec::new()
+        };
+        let mut handles = Vec::with_capacity(n);
+        for (i, deque) in deques.into_iter().enumerate() {
+            let reg = registry.clone();
+            let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-{i}", self.name))
+                .stack_size(self.stack_size)
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        pin::pin_current(cpu);
+                    }
+                    WorkerThread::run(reg, i, deque);
+                });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    let partial = Runtime {
+                        registry,
+                        handles: std::sync::Mutex::new(handles),
+                    };
+                    drop(partial);
+                    return Err(BuildError::Spawn(e));
+                }
+            }
+        }
+        Ok(Runtime {
+            registry,
+            handles: std::sync::Mutex::new(handles),
+        })
+    }
+}
+
+/// A work-stealing thread pool.
+///
+/// Dropping a runtime (or [`shutdown`](Runtime::shutdown)) stops its
+/// workers after their current job, joins them, and cancels every spawned
+/// task that had not finished (its future is dropped; its [`Task`] handle
+/// resolves to `Err(Cancelled)`). Nothing hangs and no thread is left
+/// behind.
+///
+/// ```
+/// use strata::runtime::Runtime;
+///
+/// let rt = Runtime::builder().threads(2).build().unwrap();
+/// let (a, b) = rt.join(|| 1 + 1, || 2 + 2);
+/// assert_eq!((a, b), (2, 4));
+/// rt.shutdown();
+/// ```
+pub struct Runtime {
+    registry: Arc<Registry>,
+    handles: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+static GLOBAL: OnceLock<Runtime> = OnceLock::new();
+
+thread_local! {
+    /// Runtimes entered on this (non-worker) thread, innermost last.
+    static ENTERED: std::cell::RefCell<Vec<Arc<Registry>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the registry work started on this thread goes to: the
+/// worker's own, else the innermost entered runtime, else the global one.
+pub(crate) fn with_current<R>(f: impl FnOnce(&Arc<Registry>) -> R) -> R {
+    // SAFETY: a non-null current worker is live for this whole call.
+    if let Some(w) = unsafe { WorkerThread::current().as_ref() } {
+        return f(w.registry());
+    }
+    let entered = ENTERED.with(|e| e.borrow().last().cloned());
+    match entered {
+        Some(reg) => f(&reg),
+        None => f(&Runtime::global().registry),
+    }
+}
+
+impl Runtime {
+    /// A builder with the defaults: `available_parallelism()` workers,
+    /// named `strata-worker-N`, 16 MiB stacks, not pinned.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A runtime with the default configuration.
+    ///
+    /// ```
+    /// let rt = strata::runtime::Runtime::new().unwrap();
+    /// assert!(rt.threads() >= 1);
+    /// ```
+    pub fn new() -> Result<Self, BuildError> {
+        Builder::default().build()
+    }
+
+    /// The process-wide runtime, started on first use with one worker per
+    /// available CPU. `strata::join`, `task::scope` and `par` use it when
+    /// called outside any runtime.
+    ///
+    /// ```
+    /// let rt = strata::runtime::Runtime::global();
+    /// assert_eq!(rt.install(|| 2 + 2), 4);
+    /// ```
+    pub fn global() -> &'static Runtime {
+        GLOBAL.get_or_init(|| {
+            Builder::default()
+                .name("strata-global")
+                .build()
+                .expect("strata: cannot start the global runtime")
+        })
+    }
+
+    /// Number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.registry.num_workers()
+    }
+
+    /// Runs `f` on a worker of this runtime and returns its result; the
+    /// calling thread blocks meanwhile. Inside `f`, `join`, scopes and
+    /// `par` use this runtime. Called from one of its own workers, `f`
+    /// simply runs.
+    ///
+    /// ```
+    /// let rt = strata::runtime::Runtime::builder().threads(2).build().unwrap();
+    /// let name = rt.install(|| std::thread::current().name().map(String::from));
+    /// assert!(name.unwrap().starts_with("strata-worker-"));
+    /// ```
+    pub fn install<F, R>(&self, f: F) -> R
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        self.registry.in_worker(f)
+    }
+
+    /// [`join`] on this runtime.
+    ///
+    /// ```
+    /// let rt = strata::runtime::Runtime::builder().threads(2).build().unwrap();
+    /// assert_eq!(rt.join(|| "a", || "b"), ("a", "b"));
+    /// ```
+    pub fn join<A, B, RA, RB>(&self, a: A, b: B) -> (RA, RB)
+    where
+        A: FnOnce() -> RA + Send,
+        B: FnOnce() -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
+        self.install(|| join(a, b))
+    }
+
+    /// Spawns a future on the pool. The returned [`Task`] is a future of
+    /// its output; dropping it cancels the task.
+    ///
+    /// ```
+    /// let rt = strata::runtime::Runtime::builder().threads(2).build().unwrap();
+    /// let t = rt.spawn(async { 40 + 2 });
+    /// assert_eq!(t.join(), Ok(42));
+    /// ```
+    pub fn spawn<F>(&self, fut: F) -> Task<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        spawn_on(&self.registry, fut)
+    }
+
+    /// Runs `fut` to completion on the calling thread with this runtime
+    /// entered (so [`spawn`] inside it goes to this runtime).
+    ///
+    /// ```
+    /// let rt = strata::runtime::Runtime::builder().threads(2).build().unwrap();
+    /// let v = rt.block_on(async {
+    ///     let t = strata::runtime::spawn(async { 7 });
+    ///     t.await.unwrap()
+    /// });
+    /// assert_eq!(v, 7);
+    /// ```
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        let _guard = self.enter();
+        block_on(fut)
+    }
+
+    /// Makes this runtime the current one on this thread until the guard
+    /// is dropped: [`spawn`], [`join`], scopes and `par` called here use it.
+    ///
+    /// ```
+    /// let rt = strata::runtime::Runtime::builder().threads(1).name("mine").build().unwrap();
+    /// let _g = rt.enter();
+    /// let name = strata::runtime::Runtime::global().install(|| 0); // explicit: still global
+    /// let (n, _) = strata::join(|| std::thread::current().name().map(String::from), || ());
+    /// assert_eq!(n.as_deref(), Some("mine-0"));
+    /// # let _ = name;
+    /// ```
+    pub fn enter(&self) -> EnterGuard<'_> {
+        ENTERED.with(|e| e.borrow_mut().push(self.registry.clone()));
+        EnterGuard { _rt: self }
+    }
+
+    /// A snapshot of the pool's counters and queue depths.
+    ///
+    /// ```
+    /// let rt = strata::runtime::Runtime::builder().threads(2).build().unwrap();
+    /// assert_eq!(rt.metrics().workers, 2);
+    /// ```
+    pub fn metrics(&self) -> RuntimeMetrics {
+        let reg = &self.registry;
+        let mut m = RuntimeMetrics {
+            workers: reg.num_workers(),
+            tasks_spawned: reg
+                .spawned
+                .load(crate::loom::sync::atomic::Ordering::Relaxed),
+            live_tasks: reg.live.len(),
+            sleeping: reg.sleep.sleeping(),
+            injector_depth: reg.injector.len(),
+            ..RuntimeMetrics::default()
+        };
+        for w in reg.workers.iter() {
+            m.tasks_run += w.jobs_run();
+            m.steals += w.steals();
+            m.parks += w.parks();
+            m.promotions += w.promotions();
+            m.worker_depths.push(w.queue_depth());
+        }
+        m
+    }
+
+    /// Stops the workers after their current job, joins them, and cancels
+    /// every unfinished spawned task. Same as dropping the runtime.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+
+    fn shutdown_inner(&mut self) {
+        self.registry.terminate();
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
+        let me = std::thread::current().id();
+        for h in handles {
+            // A worker dropping its own runtime cannot join itself; it
+            // leaves its loop after the current job.
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
+        }
+        self.registry.close();
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shutdown_inner();
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("threads", &self.threads())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Returned by [`Runtime::enter`]; leaving it restores the previous
+/// current runtime.
+#[must_use = "the runtime is only current while the guard lives"]
+pub struct EnterGuard<'a> {
+    _rt: &'a Runtime,
+}
+
+impl Drop for EnterGuard<'_> {
+    fn drop(&mut self) {
+        ENTERED.with(|e| {
+            e.borrow_mut().pop();
+        });
+    }
+}
+
+impl fmt::Debug for EnterGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnterGuard").finish_non_exhaustive()
+    }
+}
+
+/// Spawns a future on the current runtime: the worker's own when called
+/// on a worker (inside a task, a `join`, a scope), else the entered one
+/// ([`Runtime::enter`], [`Runtime::block_on`]), else the global runtime.
+///
+/// ```
+/// let t = strata::runtime::spawn(async { "hi" });
+/// assert_eq!(t.join(), Ok("hi"));
+/// ```
+pub fn spawn<F>(fut: F) -> Task<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    with_current(|reg| spawn_on(reg, fut))
+}
+
+pub(crate) fn spawn_on<F>(reg: &Arc<Registry>, fut: F) -> Task<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (raw, job) = spawn::RawTask::new(fut, reg.clone());
+    let weak: std::sync::Weak<dyn spawn::Cancel> = StdArc::downgrade(&raw) as _;
+    raw.set_slot(reg.live.insert(weak));
+    reg.spawned
+        .fetch_add(1, crate::loom::sync::atomic::Ordering::Relaxed);
+    // SAFETY: a non-null current worker is live for this whole call.
+    match unsafe { WorkerThread::current().as_ref() } {
+        Some(w) if std::ptr::eq(&**w.registry(), &**reg) => w.push(job),
+        _ => reg.inject(job),
+    }
+    Task::from_raw(raw)
+}

@@ -8,6 +8,8 @@ mod error;
 mod mutex;
 pub mod ordered;
 pub(crate) mod raw_semaphore;
+// The cancel token of `task` waits on the raw semaphore too (issue 4).
+pub(crate) use raw_semaphore::{Acquire as RawAcquire, Mode as RawMode, RawSemaphore};
 mod rwlock;
 mod semaphore;
 pub(crate) mod timeout;

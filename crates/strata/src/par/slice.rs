@@ -1,0 +1,461 @@
+//! Parallel operations on slices (and so on `Vec`s).
+
+use std::fmt;
+
+use super::collect::{LenGuard, SendPtr, Written};
+use super::driver::{Fold, drive};
+
+/// Parallel operations on a slice; see the [module docs](super).
+///
+/// Implemented for `[T]`, so it is available on arrays, `Vec`s and
+/// anything else that derefs to a slice. Results come back in input order.
+///
+/// ```
+/// use strata::par::ParSlice;
+///
+/// let v: Vec<u64> = (1..=1000).collect();
+/// assert_eq!(v.par_map(|x| x * 2)[999], 2000);
+/// assert_eq!(v.par_reduce(|| 0, |a, b| a + b), 500_500);
+/// assert_eq!(v.par_filter(|x| *x % 100 == 0).len(), 10);
+/// ```
+pub trait ParSlice<T: Sync> {
+    /// The slice with splitting options (see [`with_min_len`](ParSlice::with_min_len)).
+    fn par(&self) -> Par<'_, T>;
+
+    /// `f` on every element, in parallel; results in input order.
+    fn par_map<U, F>(&self, f: F) -> Vec<U>
+    where
+        U: Send,
+        F: Fn(&T) -> U + Sync,
+    {
+        self.par().par_map(f)
+    }
+
+    /// `f` on every element, in parallel.
+    fn par_for_each<F>(&self, f: F)
+    where
+        F: Fn(&T) + Sync,
+    {
+        self.par().par_for_each(f)
+    }
+
+    /// Clones of the elements for which `keep` is true, in input order.
+    fn par_filter<F>(&self, keep: F) -> Vec<T>
+    where
+        T: Clone + Send,
+        F: Fn(&T) -> bool + Sync,
+    {
+        self.par().par_filter(keep)
+    }
+
+    /// Reduces the elements with `op`, an associative operation whose
+    /// neutral element `identity()` returns (it seeds every split piece).
+    fn par_reduce<ID, OP>(&self, identity: ID, op: OP) -> T
+    where
+        T: Clone + Send,
+        ID: Fn() -> T + Sync,
+        OP: Fn(T, T) -> T + Sync,
+    {
+        self.par().par_reduce(identity, op)
+    }
+
+    /// The slice as chunks of `size` elements (the last may be shorter), to
+    /// process each chunk as a unit.
+    ///
+    /// # Panics
+    /// If `size` is 0.
+    fn par_chunks(&self, size: usize) -> ParChunks<'_, T> {
+        self.par().par_chunks(size)
+    }
+
+    /// Never split into pieces of fewer than `n` elements (for elements so
+    /// cheap that even lazy splitting is not worth it below `n`).
+    fn with_min_len(&self, n: usize) -> Par<'_, T> {
+        self.par().with_min_len(n)
+    }
+}
+
+impl<T: Sync> ParSlice<T> for [T] {
+    fn par(&self) -> Par<'_, T> {
+        Par {
+            slice: self,
+            min_len: 1,
+        }
+    }
+}
+
+/// A slice with splitting options; has the same methods as [`ParSlice`].
+///
+/// ```
+/// use strata::par::ParSlice;
+///
+/// let v = vec![1u32; 10_000];
+/// let sum = v.with_min_len(1024).par_reduce(|| 0, |a, b| a + b);
+/// assert_eq!(sum, 10_000);
+/// ```
+pub struct Par<'a, T> {
+    slice: &'a [T],
+    min_len: usize,
+}
+
+impl<T> Clone for Par<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Par<'_, T> {}
+
+impl<T> fmt::Debug for Par<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Par")
+            .field("len", &self.slice.len())
+            .field("min_len", &self.min_len)
+            .finish()
+    }
+}
+
+struct MapFold<'a, T, U, F> {
+    src: &'a [T],
+    f: &'a F,
+    out: SendPtr<U>,
+}
+
+impl<T: Sync, U: Send, F: Fn(&T) -> U + Sync> Fold for MapFold<'_, T, U, F> {
+    type Acc = Written<U>;
+    fn start(&self, lo: usize, _hi: usize) -> Written<U> {
+        // SAFETY: `lo <= len`, inside the output allocation.
+        Written::empty(unsafe { self.out.0.add(lo) })
+    }
+    #[inline]
+    fn fold(&self, acc: &mut Written<U>, lo: usize, hi: usize) {
+        let base = acc.start;
+        let mut n = LenGuard::new(&mut acc.len);
+        for x in &self.src[lo..hi] {
+            // SAFETY: this piece owns output indices `lo..hi`, written in
+            // order, each once; the guard counts them for panic cleanup.
+            unsafe { base.add(n.local).write((self.f)(x)) };
+            n.local += 1;
+        }
+    }
+    fn combine(&self, l: Written<U>, r: Written<U>) -> Written<U> {
+        l.merge(r)
+    }
+}
+
+/// Maps `len` units into a new `Vec` through `fold` (shared by slices,
+/// chunks and ranges).
+pub(crate) fn collect_map<U: Send, M>(
+    len: usize,
+    min_len: usize,
+    make: impl FnOnce(SendPtr<U>) -> M,
+) -> Vec<U>
+where
+    M: Fold<Acc = Written<U>>,
+{
+    let mut out: Vec<U> = Vec::with_capacity(len);
+    let fold = make(SendPtr(out.as_mut_ptr()));
+    let written = drive(&fold, len, min_len);
+    debug_assert_eq!(written.start, out.as_mut_ptr());
+    let n = written.release();
+    assert_eq!(n, len, "strata par: a map piece went missing");
+    // SAFETY: all `len` values are initialised and now owned by `out`.
+    unsafe { out.set_len(n) };
+    out
+}
+
+struct ForEach<'a, T, F> {
+    src: &'a [T],
+    f: &'a F,
+}
+
+impl<T: Sync, F: Fn(&T) + Sync> Fold for ForEach<'_, T, F> {
+    type Acc = ();
+    fn start(&self, _: usize, _: usize) {}
+    #[inline]
+    fn fold(&self, _: &mut (), lo: usize, hi: usize) {
+        self.src[lo..hi].iter().for_each(self.f);
+    }
+    fn combine(&self, _: (), _: ()) {}
+}
+
+struct Reduce<'a, T, ID, OP> {
+    src: &'a [T],
+    identity: &'a ID,
+    op: &'a OP,
+}
+
+impl<T, ID, OP> Fold for Reduce<'_, T, ID, OP>
+where
+    T: Clone + Send + Sync,
+    ID: Fn() -> T + Sync,
+    OP: Fn(T, T) -> T + Sync,
+{
+    type Acc = Option<T>;
+    fn start(&self, _: usize, _: usize) -> Option<T> {
+        Some((self.identity)())
+    }
+    #[inline]
+    fn fold(&self, acc: &mut Option<T>, lo: usize, hi: usize) {
+        let a = acc.take().expect("reduce accumulator");
+        *acc = Some(self.src[lo..hi].iter().cloned().fold(a, self.op));
+    }
+    fn combine(&self, l: Option<T>, r: Option<T>) -> Option<T> {
+        match (l, r) {
+            (Some(l), Some(r)) => Some((self.op)(l, r)),
+            (l, r) => l.or(r),
+        }
+    }
+}
+
+struct Filter<'a, T, F> {
+    src: &'a [T],
+    keep: &'a F,
+}
+
+impl<T: Clone + Send + Sync, F: Fn(&T) -> bool + Sync> Fold for Filter<'_, T, F> {
+    type Acc = Pieces<T>;
+    fn start(&self, lo: usize, hi: usize) -> Pieces<T> {
+        // Capacity for the whole range: untouched pages cost nothing, and
+        // no piece ever reallocates.
+        Pieces(vec![Vec::with_capacity(hi - lo)])
+    }
+    #[inline]
+    fn fold(&self, acc: &mut Pieces<T>, lo: usize, hi: usize) {
+        let v = acc.0.last_mut().expect("one piece at least");
+        for x in &self.src[lo..hi] {
+            if (self.keep)(x) {
+                v.push(x.clone());
+            }
+        }
+    }
+    fn combine(&self, mut l: Pieces<T>, r: Pieces<T>) -> Pieces<T> {
+        l.0.extend(r.0);
+        l
+    }
+}
+
+/// Output of a filter: one `Vec` per split piece, in order.
+pub(crate) struct Pieces<T>(pub(crate) Vec<Vec<T>>);
+
+impl<T: Send> Pieces<T> {
+    /// Concatenates the pieces, copying them into place in parallel.
+    pub(crate) fn concat(self) -> Vec<T> {
+        let mut pieces = self.0;
+        pieces.retain(|p| !p.is_empty());
+        match pieces.len() {
+            0 => return Vec::new(),
+            1 => return pieces.pop().expect("one piece"),
+            _ => {}
+        }
+        let total: usize = pieces.iter().map(Vec::len).sum();
+        let mut out: Vec<T> = Vec::with_capacity(total);
+        let dst = SendPtr(out.as_mut_ptr());
+        let mut offsets = Vec::with_capacity(pieces.len());
+        let mut at = 0;
+        for p in &pieces {
+            offsets.push(at);
+            at += p.len();
+        }
+        fn copy_all<T: Send>(pieces: &mut [Vec<T>], offsets: &[usize], dst: SendPtr<T>) {
+            if pieces.len() == 1 {
+                let p = &mut pieces[0];
+                // SAFETY: `dst + offset .. + len` is this piece's disjoint
+                // slot in `out`; the values move, so the piece forgets them.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(p.as_ptr(), dst.0.add(offsets[0]), p.len());
+                    p.set_len(0);
+                }
+                return;
+            }
+            let mid = pieces.len() / 2;
+            let (pl, pr) = pieces.split_at_mut(mid);
+            let (ol, or) = offsets.split_at(mid);
+            crate::runtime::join(|| copy_all(pl, ol, dst), || copy_all(pr, or, dst));
+        }
+        copy_all(&mut pieces, &offsets, dst);
+        // SAFETY: every slot `0..total` was written exactly once.
+        unsafe { out.set_len(total) };
+        out
+    }
+}
+
+impl<'a, T: Sync> Par<'a, T> {
+    /// Never split into pieces of fewer than `n` elements.
+    pub fn with_min_len(self, n: usize) -> Self {
+        Self {
+            min_len: n.max(1),
+            ..self
+        }
+    }
+
+    /// See [`ParSlice::par_map`].
+    pub fn par_map<U, F>(self, f: F) -> Vec<U>
+    where
+        U: Send,
+        F: Fn(&T) -> U + Sync,
+    {
+        let src = self.slice;
+        collect_map(src.len(), self.min_len, |out| MapFold { src, f: &f, out })
+    }
+
+    /// See [`ParSlice::par_for_each`].
+    pub fn par_for_each<F>(self, f: F)
+    where
+        F: Fn(&T) + Sync,
+    {
+        let fold = ForEach {
+            src: self.slice,
+            f: &f,
+        };
+        drive(&fold, self.slice.len(), self.min_len);
+    }
+
+    /// See [`ParSlice::par_filter`].
+    pub fn par_filter<F>(self, keep: F) -> Vec<T>
+    where
+        T: Clone + Send,
+        F: Fn(&T) -> bool + Sync,
+    {
+        let fold = Filter {
+            src: self.slice,
+            keep: &keep,
+        };
+        drive(&fold, self.slice.len(), self.min_len).concat()
+    }
+
+    /// See [`ParSlice::par_reduce`].
+    pub fn par_reduce<ID, OP>(self, identity: ID, op: OP) -> T
+    where
+        T: Clone + Send,
+        ID: Fn() -> T + Sync,
+        OP: Fn(T, T) -> T + Sync,
+    {
+        let fold = Reduce {
+            src: self.slice,
+            identity: &identity,
+            op: &op,
+        };
+        drive(&fold, self.slice.len(), self.min_len).unwrap_or_else(&identity)
+    }
+
+    /// See [`ParSlice::par_chunks`].
+    pub fn par_chunks(self, size: usize) -> ParChunks<'a, T> {
+        assert!(size > 0, "par_chunks: chunk size must be positive");
+        ParChunks {
+            slice: self.slice,
+            size,
+            min_len: self.min_len.div_ceil(size),
+        }
+    }
+}
+
+/// A slice as chunks of a fixed size, each processed as one unit.
+///
+/// ```
+/// use strata::par::ParSlice;
+///
+/// let v: Vec<u32> = (0..10).collect();
+/// let sums = v.par_chunks(4).par_map(|c| c.iter().sum::<u32>());
+/// assert_eq!(sums, vec![6, 22, 17]);
+/// ```
+pub struct ParChunks<'a, T> {
+    slice: &'a [T],
+    size: usize,
+    min_len: usize,
+}
+
+impl<T> fmt::Debug for ParChunks<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParChunks")
+            .field("len", &self.slice.len())
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+struct ChunkMap<'a, T, U, F> {
+    src: &'a [T],
+    size: usize,
+    f: &'a F,
+    out: SendPtr<U>,
+}
+
+impl<T: Sync, U: Send, F: Fn(&[T]) -> U + Sync> Fold for ChunkMap<'_, T, U, F> {
+    type Acc = Written<U>;
+    fn start(&self, lo: usize, _: usize) -> Written<U> {
+        // SAFETY: `lo <= chunks`, inside the output allocation.
+        Written::empty(unsafe { self.out.0.add(lo) })
+    }
+    fn fold(&self, acc: &mut Written<U>, lo: usize, hi: usize) {
+        let base = acc.start;
+        let mut n = LenGuard::new(&mut acc.len);
+        for c in lo..hi {
+            let end = ((c + 1) * self.size).min(self.src.len());
+            let v = (self.f)(&self.src[c * self.size..end]);
+            // SAFETY: as in `MapFold::fold`.
+            unsafe { base.add(n.local).write(v) };
+            n.local += 1;
+        }
+    }
+    fn combine(&self, l: Written<U>, r: Written<U>) -> Written<U> {
+        l.merge(r)
+    }
+}
+
+impl<T: Sync> ParChunks<'_, T> {
+    fn count(&self) -> usize {
+        self.slice.len().div_ceil(self.size)
+    }
+
+    /// Never split into pieces of fewer than `n` chunks.
+    pub fn with_min_len(self, n: usize) -> Self {
+        Self {
+            min_len: n.max(1),
+            ..self
+        }
+    }
+
+    /// `f` on every chunk, in parallel; results in chunk order.
+    pub fn par_map<U, F>(self, f: F) -> Vec<U>
+    where
+        U: Send,
+        F: Fn(&[T]) -> U + Sync,
+    {
+        let (src, size) = (self.slice, self.size);
+        collect_map(self.count(), self.min_len, |out| ChunkMap {
+            src,
+            size,
+            f: &f,
+            out,
+        })
+    }
+
+    /// `f` on every chunk, in parallel.
+    pub fn par_for_each<F>(self, f: F)
+    where
+        F: Fn(&[T]) + Sync,
+    {
+        struct ChunkEach<'a, T, F> {
+            src: &'a [T],
+            size: usize,
+            f: &'a F,
+        }
+        impl<T: Sync, F: Fn(&[T]) + Sync> Fold for ChunkEach<'_, T, F> {
+            type Acc = ();
+            fn start(&self, _: usize, _: usize) {}
+            fn fold(&self, _: &mut (), lo: usize, hi: usize) {
+                for c in lo..hi {
+                    let end = ((c + 1) * self.size).min(self.src.len());
+                    (self.f)(&self.src[c * self.size..end]);
+                }
+            }
+            fn combine(&self, _: (), _: ()) {}
+        }
+        let fold = ChunkEach {
+            src: self.slice,
+            size: self.size,
+            f: &f,
+        };
+        drive(&fold, self.count(), self.min_len);
+    }
+}

@@ -1,0 +1,176 @@
+//! Latches: one-shot "done" signals between the thread that finishes a job
+//! and the one waiting for it.
+//!
+//! The setter's last access to a latch is the store that publishes it: the
+//! waiter may return and free the latch (it is on its stack) the moment it
+//! sees the flag, so everything a setter needs afterwards is read first.
+
+use super::sleep::Sleep;
+use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use crate::loom::thread::{self, Thread};
+
+/// A latch that can be set once.
+pub(crate) trait Latch {
+    /// Sets the latch and wakes its waiter.
+    ///
+    /// # Safety
+    /// `this` is valid on entry; it may be freed by the waiter as soon as
+    /// the flag is published, so implementations must not touch it after.
+    unsafe fn set(this: *const Self);
+}
+
+const SET: usize = 1;
+const NO_WAITER: usize = 0;
+
+/// A latch waited on by a pool worker, which keeps running other jobs while
+/// it waits and sleeps in the pool's [`Sleep`] when there are none. The
+/// waiting worker registers its index in the state word before it sleeps,
+/// so any worker can wait (a `Future::force` moved to another child).
+///
+/// `state = SET | (waiter + 1) << 1`.
+pub(crate) struct WorkerLatch {
+    state: AtomicUsize,
+    sleep: *const Sleep,
+}
+
+// SAFETY: `sleep` points into the registry, which outlives every job of the
+// pool (a worker holds an `Arc` of it while running one); the rest is atomic.
+unsafe impl Send for WorkerLatch {}
+// SAFETY: as above.
+unsafe impl Sync for WorkerLatch {}
+
+impl WorkerLatch {
+    /// A latch whose setter wakes its waiter through `sleep`.
+    #[inline]
+    pub(crate) fn new(sleep: &Sleep) -> Self {
+        Self {
+            state: AtomicUsize::new(NO_WAITER),
+            sleep,
+        }
+    }
+
+    /// Whether the latch is set (and the job's effects are visible).
+    #[inline]
+    pub(crate) fn probe(&self) -> bool {
+        self.state.load(Ordering::Acquire) & SET != 0
+    }
+
+    /// Records worker `idx` as the one to wake. Returns `true` if the latch
+    /// is already set (then there is nothing to wait for).
+    pub(crate) fn register(&self, idx: usize) -> bool {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            if state & SET != 0 {
+                return true;
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                (idx + 1) << 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return false,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+}
+
+impl Latch for WorkerLatch {
+    #[inline]
+    unsafe fn set(this: *const Self) {
+        // SAFETY: `this` is valid on entry; read what we need before the
+        // RMW that may let the waiter free it.
+        let sleep = unsafe { &*(*this).sleep };
+        // SAFETY: as above; the RMW is the last access to `*this`.
+        let prev = unsafe { (*this).state.fetch_or(SET, Ordering::AcqRel) };
+        let waiter = prev >> 1;
+        if waiter != NO_WAITER {
+            sleep.notify_worker(waiter - 1);
+        }
+    }
+}
+
+/// A latch waited on by a thread outside the pool, which parks.
+pub(crate) struct LockLatch {
+    set: AtomicBool,
+    thread: Thread,
+}
+
+impl LockLatch {
+    /// A latch that wakes the calling thread.
+    pub(crate) fn new() -> Self {
+        Self {
+            set: AtomicBool::new(false),
+            thread: thread::current(),
+        }
+    }
+
+    /// Blocks the calling (constructing) thread until the latch is set,
+    /// spinning briefly first: a pool that was awake answers in microseconds.
+    pub(crate) fn wait(&self) {
+        for _ in 0..200 {
+            if self.set.load(Ordering::Acquire) {
+                return;
+            }
+            crate::loom::hint::spin_loop();
+        }
+        while !self.set.load(Ordering::Acquire) {
+            thread::park();
+        }
+    }
+}
+
+impl Latch for LockLatch {
+    unsafe fn set(this: *const Self) {
+        // SAFETY: valid on entry; clone the handle before publishing, after
+        // which the waiter may return and drop the latch.
+        let thread = unsafe { (*this).thread.clone() };
+        // SAFETY: the store is the last access to `*this`.
+        unsafe { (*this).set.store(true, Ordering::Release) };
+        thread.unpark();
+    }
+}
+
+/// Counts outstanding children; the last one to finish sets the inner latch.
+pub(crate) struct CountLatch {
+    count: AtomicUsize,
+    latch: WorkerLatch,
+}
+
+impl CountLatch {
+    /// A latch with one outstanding party (the owner itself).
+    pub(crate) fn new(sleep: &Sleep) -> Self {
+        Self {
+            count: AtomicUsize::new(1),
+            latch: WorkerLatch::new(sleep),
+        }
+    }
+
+    /// One more party to wait for.
+    #[inline]
+    pub(crate) fn increment(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The latch that is set when the count reaches zero.
+    pub(crate) fn latch(&self) -> &WorkerLatch {
+        &self.latch
+    }
+
+    /// One party finished.
+    ///
+    /// # Safety
+    /// `this` is valid on entry; when this is the last party the waiter may
+    /// free it right after the inner latch is set.
+    #[inline]
+    pub(crate) unsafe fn decrement(this: *const Self) {
+        // SAFETY: valid on entry; while the count is above zero the owner
+        // cannot have returned.
+        if unsafe { (*this).count.fetch_sub(1, Ordering::AcqRel) } == 1 {
+            // SAFETY: the inner latch is still valid: its waiter has not
+            // seen it set.
+            unsafe { WorkerLatch::set(&(*this).latch) };
+        }
+    }
+}

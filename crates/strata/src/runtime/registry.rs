@@ -1,0 +1,628 @@
+//! The pool's shared state (`Registry`) and each worker's thread-local state
+//! (`WorkerThread`): the job loop, stealing, sleeping and `join`.
+//!
+//! ## Lazy promotion (`join`)
+//!
+//! A `join(a, b)` on a worker writes a pointer to the half it offers (a
+//! [`StackJob`] in its own frame) into a small private ring of plain
+//! `Cell`s — no atomics, no fence — runs the other half, and, if the
+//! offered one is still private, takes it back and runs it inline. Other
+//! workers cannot see the ring. Workers that run out of work count
+//! themselves in the registry's `idle` counter while they look for work or
+//! sleep. A busy worker reads that counter (one relaxed load of a
+//! read-mostly cache line) at every `join`; when someone is idle and the
+//! busy worker's deque is empty (nothing it offered is still waiting), it
+//! *promotes* its oldest private job — the biggest piece of work it has —
+//! into its crossbeam deque and wakes one sleeper. This is the
+//! heartbeat-scheduling idea of Spice and chili, driven by demand instead
+//! of a timer thread, so an idle pool has no thread that wakes up, and at
+//! most one offered job per busy worker waits at a time.
+//!
+//! Ring positions are absolute counters `head..tail` (`head` counts
+//! promotions from the front). A frame at position `p` was promoted iff
+//! `head > p` when the inline half returns. With `RING` private jobs
+//! already queued a join just runs both halves (the oldest job is the one
+//! that would be shared anyway).
+//!
+//! A promoted job that is still in the deque when its owner comes back is
+//! popped and run inline; one that was stolen is waited for with
+//! [`WorkerThread::wait_until`], which runs other jobs meanwhile (its own
+//! idleness makes the thief share) and sleeps only when there are none.
+
+use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use crossbeam_utils::CachePadded;
+
+use super::job::{Action, JobRef, StackJob};
+use super::latch::{LockLatch, WorkerLatch};
+use super::sleep::Sleep;
+use super::spawn::LiveTasks;
+use crate::loom::sync::Arc;
+use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+
+/// Private jobs a worker keeps before further joins run sequentially.
+const RING: usize = 8;
+const MASK: usize = RING - 1;
+/// Rounds of looking for work before an idle worker sleeps.
+const SPIN_ROUNDS: u32 = 64;
+/// Of those, the first ones only spin; later ones yield the CPU.
+const SPIN_ONLY: u32 = 16;
+
+/// Per-worker state other threads read.
+pub(crate) struct WorkerShared {
+    stealer: Stealer<JobRef>,
+    /// Counters written only by the owner (load + store, no RMW).
+    jobs_run: AtomicU64,
+    steals: AtomicU64,
+    parks: AtomicU64,
+    promotions: AtomicU64,
+}
+
+impl WorkerShared {
+    pub(crate) fn jobs_run(&self) -> u64 {
+        self.jobs_run.load(Ordering::Relaxed)
+    }
+    pub(crate) fn steals(&self) -> u64 {
+        self.steals.load(Ordering::Relaxed)
+    }
+    pub(crate) fn parks(&self) -> u64 {
+        self.parks.load(Ordering::Relaxed)
+    }
+    pub(crate) fn promotions(&self) -> u64 {
+        self.promotions.load(Ordering::Relaxed)
+    }
+    pub(crate) fn queue_depth(&self) -> usize {
+        self.stealer.len()
+    }
+}
+
+#[inline]
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// The state of one pool, shared by its workers, its `Runtime` handle and
+/// every task spawned on it.
+pub(crate) struct Registry {
+    pub(crate) workers: Box<[CachePadded<WorkerShared>]>,
+    pub(crate) injector: Injector<JobRef>,
+    pub(crate) sleep: Sleep,
+    /// Workers looking for work or asleep: busy workers read it at every
+    /// join ("does anyone want a job?"); only idle transitions write it.
+    idle: CachePadded<AtomicUsize>,
+    /// Workers leave their loop (after their current job).
+    terminate: AtomicBool,
+    /// Set once the workers are gone: queued work is cancelled, not run.
+    closed: AtomicBool,
+    /// Spawned futures not finished yet, cancelled at shutdown.
+    pub(crate) live: LiveTasks,
+    pub(crate) spawned: AtomicU64,
+}
+
+impl Registry {
+    /// A registry for `n` workers plus the deques those workers will own.
+    pub(crate) fn new(n: usize) -> (Arc<Self>, Vec<Worker<JobRef>>) {
+        let deques: Vec<Worker<JobRef>> = (0..n).map(|_| Worker::new_lifo()).collect();
+        let workers = deques
+            .iter()
+            .map(|d| {
+                CachePadded::new(WorkerShared {
+                    stealer: d.stealer(),
+                    jobs_run: AtomicU64::new(0),
+                    steals: AtomicU64::new(0),
+                    parks: AtomicU64::new(0),
+                    promotions: AtomicU64::new(0),
+                })
+            })
+            .collect();
+        let reg = Arc::new(Self {
+            workers,
+            injector: Injector::new(),
+            sleep: Sleep::new(n),
+            idle: CachePadded::new(AtomicUsize::new(0)),
+            terminate: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            live: LiveTasks::new(),
+            spawned: AtomicU64::new(0),
+        });
+        (reg, deques)
+    }
+
+    pub(crate) fn num_workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Queues a job from outside the pool (or for anyone to take) and wakes
+    /// a worker.
+    pub(crate) fn inject(&self, job: JobRef) {
+        self.injector.push(job);
+        self.sleep.notify_one();
+        if self.closed.load(Ordering::Relaxed) {
+            // Raced with shutdown (the fence in `notify_one` orders the push
+            // before this load): nobody will run it, so cancel it here.
+            self.drain();
+        }
+    }
+
+    /// Whether any queue visible to all workers holds a job.
+    fn has_shared_work(&self) -> bool {
+        !self.injector.is_empty() || self.workers.iter().any(|w| !w.stealer.is_empty())
+    }
+
+    /// Tells the workers to stop after their current job and wakes them all.
+    pub(crate) fn terminate(&self) {
+        self.terminate.store(true, Ordering::SeqCst);
+        self.sleep.notify_all();
+    }
+
+    /// After the workers exited: cancel everything still queued or alive.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.drain();
+        self.live.cancel_all();
+        // A task cancelled above may have been queued by its last waker.
+        self.drain();
+    }
+
+    /// Cancels every queued job (only spawned futures can be queued when
+    /// no worker runs).
+    fn drain(&self) {
+        loop {
+            let mut any = false;
+            loop {
+                match self.injector.steal() {
+                    // SAFETY: taken from a queue, so this is its only owner.
+                    Steal::Success(job) => unsafe { job.cancel() },
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
+                any = true;
+            }
+            for w in self.workers.iter() {
+                loop {
+                    match w.stealer.steal() {
+                        // SAFETY: as above.
+                        Steal::Success(job) => unsafe { job.cancel() },
+                        Steal::Retry => continue,
+                        Steal::Empty => break,
+                    }
+                    any = true;
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    /// Runs `f` on a worker of this pool and returns its result, blocking
+    /// the calling thread (which is not a worker of this pool).
+    #[cold]
+    pub(crate) fn in_worker_cold<F, R>(self: &Arc<Self>, f: F) -> R
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let job = StackJob::new(f, LockLatch::new());
+        // SAFETY: `job` lives on this frame until its latch is set below.
+        self.inject(unsafe { job.as_job_ref() });
+        job.latch().wait();
+        // SAFETY: the latch is set.
+        unsafe { job.take_result() }
+    }
+
+    /// Runs `f` inside this pool: directly when already on one of its
+    /// workers, else by injecting it and blocking.
+    pub(crate) fn in_worker<F, R>(self: &Arc<Self>, f: F) -> R
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let w = WorkerThread::current();
+        // SAFETY: a non-null current worker is live for this whole call.
+        if !w.is_null() && ptr::eq(unsafe { &*(*w).registry }, &**self) {
+            return f();
+        }
+        self.in_worker_cold(f)
+    }
+}
+
+thread_local! {
+    static WORKER: Cell<*const WorkerThread> = const { Cell::new(ptr::null()) };
+}
+
+unsafe fn noop_entry(_: std::ptr::NonNull<()>, _: Action) {}
+
+fn noop_job() -> JobRef {
+    // SAFETY: the placeholder is never queued or executed.
+    unsafe { JobRef::new(std::ptr::NonNull::dangling(), noop_entry) }
+}
+
+/// A worker's own state, on its thread's stack for the thread's life.
+pub(crate) struct WorkerThread {
+    index: usize,
+    registry: Arc<Registry>,
+    deque: Worker<JobRef>,
+    /// The most recently woken task, run next (futures only).
+    lifo: Cell<Option<JobRef>>,
+    /// True while polling a spawned future: wakes then go to the LIFO slot.
+    in_poll: Cell<bool>,
+    head: Cell<usize>,
+    tail: Cell<usize>,
+    ring: [Cell<JobRef>; RING],
+    rng: Cell<u64>,
+}
+
+impl WorkerThread {
+    /// The worker running on this thread, or null.
+    #[inline]
+    pub(crate) fn current() -> *const WorkerThread {
+        WORKER.with(Cell::get)
+    }
+
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Whether this worker should share a job: some worker is idle and
+    /// nothing this worker offered is still waiting in its deque. One
+    /// relaxed load of a read-mostly line in the common case; `par` polls
+    /// it between blocks to split lazily.
+    #[inline]
+    pub(crate) fn work_requested(&self) -> bool {
+        self.registry.idle.load(Ordering::Relaxed) != 0 && self.deque.is_empty()
+    }
+
+    fn shared(&self) -> &WorkerShared {
+        &self.registry.workers[self.index]
+    }
+
+    /// The body of a worker thread.
+    pub(crate) fn run(registry: Arc<Registry>, index: usize, deque: Worker<JobRef>) {
+        let this = WorkerThread {
+            index,
+            registry,
+            deque,
+            lifo: Cell::new(None),
+            in_poll: Cell::new(false),
+            head: Cell::new(0),
+            tail: Cell::new(0),
+            ring: std::array::from_fn(|_| Cell::new(noop_job())),
+            rng: Cell::new(
+                0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407),
+            ),
+        };
+        WORKER.with(|w| w.set(&this));
+        this.main_loop();
+        // Whatever was woken into the LIFO slot goes where the shutdown
+        // drain (or another worker) finds it.
+        if let Some(job) = this.lifo.take() {
+            this.registry.inject(job);
+        }
+        WORKER.with(|w| w.set(ptr::null()));
+    }
+
+    fn main_loop(&self) {
+        loop {
+            if let Some(job) = self.find_work() {
+                self.execute(job);
+                continue;
+            }
+            if self.registry.terminate.load(Ordering::Acquire) {
+                return;
+            }
+            if let Some(job) = self.idle(None) {
+                self.execute(job);
+            }
+        }
+    }
+
+    /// Runs a job taken from a queue.
+    #[inline]
+    pub(crate) fn execute(&self, job: JobRef) {
+        bump(&self.shared().jobs_run);
+        // SAFETY: every job taken from a queue is executed exactly once.
+        unsafe { job.execute() }
+    }
+
+    /// Local work first (LIFO slot, own deque), then the others' deques,
+    /// then the injector.
+    #[inline]
+    fn find_work(&self) -> Option<JobRef> {
+        if let Some(job) = self.lifo.take() {
+            return Some(job);
+        }
+        if let Some(job) = self.deque.pop() {
+            return Some(job);
+        }
+        self.steal()
+    }
+
+    fn steal(&self) -> Option<JobRef> {
+        let workers = &self.registry.workers;
+        let n = workers.len();
+        loop {
+            let mut retry = false;
+            if n > 1 {
+                let start = self.next_random() as usize % n;
+                for k in 0..n {
+                    let i = (start + k) % n;
+                    if i == self.index {
+                        continue;
+                    }
+                    match workers[i].stealer.steal() {
+                        Steal::Success(job) => {
+                            bump(&self.shared().steals);
+                            return Some(job);
+                        }
+                        Steal::Retry => retry = true,
+                        Steal::Empty => {}
+                    }
+                }
+            }
+            match self.registry.injector.steal_batch_and_pop(&self.deque) {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
+            if !retry {
+                return None;
+            }
+        }
+    }
+
+    fn next_random(&self) -> u64 {
+        // xorshift64*: victim choice only.
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Out of work: ask for some, look for a while, then sleep until woken.
+    /// With `latch`, returns early once it is set (a waiting owner).
+    /// Returns a job if one turned up.
+    #[cold]
+    fn idle(&self, latch: Option<&WorkerLatch>) -> Option<JobRef> {
+        // Counted idle (which asks busy workers to share) for the whole call.
+        struct Idle<'a>(&'a AtomicUsize);
+        impl Drop for Idle<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.registry.idle.fetch_add(1, Ordering::Relaxed);
+        let _idle = Idle(&self.registry.idle);
+        let done = || {
+            latch.is_some_and(WorkerLatch::probe)
+                || (latch.is_none() && self.registry.terminate.load(Ordering::Acquire))
+        };
+        for round in 0..SPIN_ROUNDS {
+            if done() {
+                return None;
+            }
+            if let Some(job) = self.find_work() {
+                return Some(job);
+            }
+            if round < SPIN_ONLY {
+                for _ in 0..32 {
+                    crate::loom::hint::spin_loop();
+                }
+            } else {
+                crate::loom::thread::yield_now();
+            }
+        }
+        if let Some(latch) = latch
+            && latch.register(self.index)
+        {
+            return None;
+        }
+        self.registry.sleep.sleep_then(
+            self.index,
+            || done() || self.registry.has_shared_work(),
+            || bump(&self.shared().parks),
+        );
+        None
+    }
+
+    /// Runs other jobs until `latch` is set.
+    pub(crate) fn wait_until(&self, latch: &WorkerLatch) {
+        while !latch.probe() {
+            if let Some(job) = self.find_work() {
+                self.execute(job);
+                continue;
+            }
+            if let Some(job) = self.idle(Some(latch)) {
+                self.execute(job);
+            }
+        }
+    }
+
+    /// Pushes a job on this worker's deque (a scope's spawn, a task).
+    #[inline]
+    pub(crate) fn push(&self, job: JobRef) {
+        self.deque.push(job);
+        self.registry.sleep.notify_one();
+    }
+
+    /// Schedules a woken task: into the LIFO slot while a task is being
+    /// polled here (the waker is likely its successor), else onto the deque.
+    pub(crate) fn push_woken(&self, job: JobRef) {
+        if self.in_poll.get() {
+            if let Some(prev) = self.lifo.replace(Some(job)) {
+                self.push(prev);
+            } else {
+                // Someone else may be idle while this worker is busy.
+                self.registry.sleep.notify_one();
+            }
+        } else {
+            self.push(job);
+        }
+    }
+
+    /// Marks the start or end of a future's poll on this worker.
+    pub(crate) fn set_in_poll(&self, on: bool) -> bool {
+        self.in_poll.replace(on)
+    }
+
+    /// Moves the oldest private job to the deque, where others can steal it.
+    #[cold]
+    #[inline(never)]
+    fn promote(&self) {
+        let shared = self.shared();
+        let head = self.head.get();
+        if head < self.tail.get() {
+            let job = self.ring[head & MASK].get();
+            self.head.set(head + 1);
+            self.deque.push(job);
+            bump(&shared.promotions);
+            self.registry.sleep.notify_one();
+        }
+    }
+
+    /// `join` on this worker; see the module docs.
+    #[inline]
+    pub(crate) fn join<A, B, RA, RB>(&self, a: A, b: B) -> (RA, RB)
+    where
+        A: FnOnce() -> RA + Send,
+        B: FnOnce() -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
+        // `b` runs here first and `a` is the half offered to thieves (as in
+        // chili): a recursion written `join(|| left, || right)` then walks
+        // right-to-left, which is the order in which a depth-first builder
+        // allocated its nodes. Which half runs first is unspecified.
+        let (rb, ra) = self.join_offering(b, a);
+        (ra, rb)
+    }
+
+    /// Runs `first` here, offering `offered` to idle workers meanwhile.
+    #[inline]
+    fn join_offering<A, B, RA, RB>(&self, first: A, offered: B) -> (RA, RB)
+    where
+        A: FnOnce() -> RA + Send,
+        B: FnOnce() -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
+        let p = self.tail.get();
+        if p - self.head.get() >= RING {
+            if self.work_requested() {
+                self.promote();
+            }
+            let ra = first();
+            return (ra, offered());
+        }
+        let job = StackJob::new(offered, WorkerLatch::new(&self.registry.sleep));
+        // SAFETY: `job` stays in this frame until it is run inline, taken
+        // back from the deque, or its latch is set (all below, also when
+        // `first` panics).
+        let job_ref = unsafe { job.as_job_ref() };
+        self.ring[p & MASK].set(job_ref);
+        self.tail.set(p + 1);
+        if self.work_requested() {
+            self.promote();
+        }
+        let ra = match panic::catch_unwind(AssertUnwindSafe(first)) {
+            Ok(ra) => ra,
+            Err(payload) => {
+                self.recover(&job, job_ref, p);
+                panic::resume_unwind(payload)
+            }
+        };
+        if self.head.get() <= p {
+            // Still private: nobody else can have seen it.
+            self.tail.set(p);
+            return (ra, job.run_inline());
+        }
+        self.head.set(p);
+        self.tail.set(p);
+        (ra, self.reclaim_or_wait(&job, job_ref))
+    }
+
+    /// `b` was promoted: take it back from the deque if it is still there,
+    /// else wait for the thief.
+    fn reclaim_or_wait<F, R>(&self, job: &StackJob<WorkerLatch, F, R>, job_ref: JobRef) -> R
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        while !job.latch().probe() {
+            match self.deque.pop() {
+                // SAFETY: popped back, so this thread holds the only ref.
+                Some(j) if j.same(job_ref) => return unsafe { job.run_taken_back() },
+                Some(j) => self.execute(j),
+                None => break,
+            }
+        }
+        self.wait_until(job.latch());
+        // SAFETY: the latch is set.
+        unsafe { job.take_result() }
+    }
+
+    /// The inline half panicked: make sure nobody runs the offered half on
+    /// a dead frame, then let the panic continue.
+    #[cold]
+    fn recover<F, R>(&self, job: &StackJob<WorkerLatch, F, R>, job_ref: JobRef, p: usize)
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        if self.head.get() <= p {
+            self.tail.set(p);
+            return; // private: dropped unrun
+        }
+        self.head.set(p);
+        self.tail.set(p);
+        while !job.latch().probe() {
+            match self.deque.pop() {
+                Some(j) if j.same(job_ref) => return, // taken back: dropped unrun
+                Some(j) => self.execute(j),
+                None => break,
+            }
+        }
+        // The offered half's result or panic is dropped with the frame: the
+        // first panic wins.
+        self.wait_until(job.latch());
+    }
+}
+
+impl super::spawn::Schedule for Arc<Registry> {
+    fn schedule(&self, job: JobRef) {
+        let w = WorkerThread::current();
+        // SAFETY: a non-null current worker is live for this whole call.
+        if let Some(w) = unsafe { w.as_ref() }
+            && ptr::eq(&*w.registry, &**self)
+        {
+            w.push_woken(job);
+        } else {
+            self.inject(job);
+        }
+    }
+
+    fn enter_poll(&self) -> bool {
+        // SAFETY: as above.
+        match unsafe { WorkerThread::current().as_ref() } {
+            Some(w) => w.set_in_poll(true),
+            None => false,
+        }
+    }
+
+    fn leave_poll(&self, prev: bool) {
+        // SAFETY: as above.
+        if let Some(w) = unsafe { WorkerThread::current().as_ref() } {
+            w.set_in_poll(prev);
+        }
+    }
+
+    fn finished(&self, slot: usize) {
+        self.live.remove(slot);
+    }
+}

@@ -1,0 +1,121 @@
+//! `Future<T>`: the value of a scope child, forced when needed.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc as StdArc;
+use std::task::{Context, Poll, Waker};
+
+use crate::loom::sync::Mutex;
+use crate::runtime::{Latch, WorkerLatch, WorkerThread};
+
+/// Panic payload of a [`Future::force`] whose child panicked: the scope
+/// replaces it with the child's own panic when it re-raises.
+pub(crate) struct ChildPanicked;
+
+pub(crate) struct FutureSlot<T> {
+    latch: WorkerLatch,
+    /// `Some(Some(v))`: the value; `Some(None)`: the child panicked.
+    value: Mutex<Option<Option<T>>>,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl<T> FutureSlot<T> {
+    pub(crate) fn new(sleep: &crate::runtime::Sleep) -> Self {
+        Self {
+            latch: WorkerLatch::new(sleep),
+            value: Mutex::new(None),
+            waker: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn fill(&self, v: Option<T>) {
+        *self.value.lock() = Some(v);
+        // SAFETY: the slot is kept alive by the Arc this caller holds.
+        unsafe { WorkerLatch::set(&self.latch) };
+        let w = self.waker.lock().take();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+
+    fn take(&self) -> T {
+        match self.value.lock().take() {
+            Some(Some(v)) => v,
+            Some(None) => std::panic::resume_unwind(Box::new(ChildPanicked)),
+            None => panic!("strata task::Future value taken twice"),
+        }
+    }
+}
+
+/// The eventual value of a child started with
+/// [`Scope::future`](super::Scope::future).
+///
+/// [`force`](Future::force) blocks until the value is there (on a worker,
+/// running other jobs meanwhile); `.await` waits asynchronously. If the
+/// child panicked, forcing re-raises (the scope reports the child's panic).
+/// Dropping it does not stop the child: the scope still waits for it.
+///
+/// ```
+/// let total = strata::task::scope(|s| {
+///     let parts: Vec<_> = (0..4u64).map(|i| s.future(move |_| i * 10)).collect();
+///     parts.into_iter().map(|f| f.force()).sum::<u64>()
+/// })
+/// .unwrap();
+/// assert_eq!(total, 60);
+/// ```
+#[must_use = "a future child's value is only useful when forced"]
+pub struct Future<'scope, T> {
+    slot: StdArc<FutureSlot<T>>,
+    _scope: PhantomData<&'scope ()>,
+}
+
+impl<'scope, T> Future<'scope, T> {
+    pub(crate) fn new(slot: StdArc<FutureSlot<T>>) -> Self {
+        Self {
+            slot,
+            _scope: PhantomData,
+        }
+    }
+
+    /// Waits for the value and returns it.
+    pub fn force(self) -> T {
+        if !self.slot.latch.probe() {
+            // SAFETY: a non-null current worker is live for this call.
+            match unsafe { WorkerThread::current().as_ref() } {
+                Some(w) => w.wait_until(&self.slot.latch),
+                None => return crate::runtime::block_on(self),
+            }
+        }
+        self.slot.take()
+    }
+
+    /// Whether the value is ready (forcing will not wait).
+    pub fn is_ready(&self) -> bool {
+        self.slot.latch.probe()
+    }
+}
+
+impl<T> std::future::Future for Future<'_, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        if !self.slot.latch.probe() {
+            *self.slot.waker.lock() = Some(cx.waker().clone());
+            // Re-checked after registering: `fill` sets the latch before
+            // taking the waker.
+            if !self.slot.latch.probe() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(self.slot.take())
+    }
+}
+
+impl<T> fmt::Debug for Future<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Future")
+            .field("ready", &self.is_ready())
+            .finish()
+    }
+}

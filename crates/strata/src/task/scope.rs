@@ -1,0 +1,345 @@
+//! `scope`: structured fork-join with borrowing children, first-error
+//! cancellation and panic propagation.
+
+use std::any::Any;
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc as StdArc;
+
+use super::future::{Future, FutureSlot};
+use super::{CancelToken, Cancelled, TaskError};
+use crate::loom::sync::Arc;
+use crate::loom::sync::Mutex;
+use crate::runtime::{CountLatch, Registry, WorkerThread, with_current};
+use crate::runtime::{HeapJob, JobRef};
+
+/// What a child sees of its scope: whether it should stop.
+///
+/// ```
+/// let r = strata::task::scope(|s| {
+///     s.spawn(|cx| {
+///         for _ in 0..1000 {
+///             cx.check()?; // returns TaskError::Cancelled once cancelled
+///         }
+///         Ok(())
+///     });
+/// });
+/// assert!(r.is_ok());
+/// ```
+pub struct Cx<'a> {
+    token: &'a CancelToken,
+}
+
+impl<'a> Cx<'a> {
+    pub(crate) fn new(token: &'a CancelToken) -> Self {
+        Self { token }
+    }
+
+    /// Whether the scope was cancelled (a sibling failed or panicked).
+    #[inline]
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// `Err(Cancelled)` once the scope is cancelled; `cx.check()?` in a
+    /// child that returns `Result<_, TaskError>`.
+    #[inline]
+    pub fn check(&self) -> Result<(), Cancelled> {
+        self.token.check()
+    }
+
+    /// The scope's cancel token (to await it, or hand out child tokens).
+    pub fn token(&self) -> &'a CancelToken {
+        self.token
+    }
+}
+
+impl fmt::Debug for Cx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cx")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+/// The shared state of one scope, on the stack of `scope`.
+pub(crate) struct ScopeState {
+    registry: Arc<Registry>,
+    latch: CountLatch,
+    token: CancelToken,
+    error: Mutex<Option<TaskError>>,
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+impl ScopeState {
+    fn fail(&self, err: TaskError) {
+        {
+            let mut slot = self.error.lock();
+            if slot.is_none() {
+                *slot = Some(err);
+            }
+        }
+        self.token.cancel();
+    }
+
+    pub(crate) fn panicked(&self, payload: Box<dyn Any + Send>) {
+        {
+            let mut slot = self.panic.lock();
+            if slot.is_none() {
+                *slot = Some(payload);
+            }
+        }
+        self.token.cancel();
+    }
+
+    /// Queues a child job counted by the latch.
+    ///
+    /// # Safety
+    /// `job` must decrement the latch exactly once when it ends (run or
+    /// not), and borrow nothing that dies before the scope returns.
+    pub(crate) unsafe fn push(&self, job: JobRef) {
+        // SAFETY: a non-null current worker is live for this whole call.
+        match unsafe { WorkerThread::current().as_ref() } {
+            Some(w) if std::ptr::eq(&**w.registry(), &*self.registry) => w.push(job),
+            _ => self.registry.inject(job),
+        }
+    }
+
+    pub(crate) fn increment(&self) {
+        self.latch.increment();
+    }
+
+    /// # Safety
+    /// `this` is valid; each party calls this once.
+    pub(crate) unsafe fn decrement(this: *const Self) {
+        // SAFETY: forwarded; the latch is the last thing touched.
+        unsafe { CountLatch::decrement(&(*this).latch) }
+    }
+}
+
+/// A pointer that may cross to the worker that runs a child; the scope
+/// outlives every child, which is what makes dereferencing it sound.
+#[derive(Clone, Copy)]
+pub(crate) struct StatePtr(pub(crate) *const ScopeState);
+// SAFETY: `ScopeState` is Sync (atomics, locks, an Arc'd registry); the
+// pointer is only dereferenced while the scope waits for its children.
+unsafe impl Send for StatePtr {}
+
+/// A scope in which children that borrow from the caller can be spawned;
+/// see [`scope`].
+pub struct Scope<'scope, 'env: 'scope> {
+    state: ScopeState,
+    /// Invariant in both lifetimes, as `std::thread::Scope`.
+    _scope: PhantomData<&'scope mut &'scope ()>,
+    _env: PhantomData<&'env mut &'env ()>,
+}
+
+impl<'scope, 'env> Scope<'scope, 'env> {
+    /// Spawns a child. It runs on the pool, may borrow anything that
+    /// outlives the scope, and gets a [`Cx`] to check for cancellation.
+    /// If it returns `Err`, the scope is cancelled and (if it was the first
+    /// error) the scope returns it. A child that has not started when the
+    /// scope is cancelled does not run.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// let total = AtomicU64::new(0);
+    /// let parts = [1u64, 2, 3, 4];
+    /// strata::task::scope(|s| {
+    ///     for p in &parts {
+    ///         let total = &total;
+    ///         s.spawn(move |_| {
+    ///             total.fetch_add(*p, Ordering::Relaxed);
+    ///             Ok(())
+    ///         });
+    ///     }
+    /// })
+    /// .unwrap();
+    /// assert_eq!(total.into_inner(), 10);
+    /// ```
+    pub fn spawn<F>(&'scope self, f: F)
+    where
+        F: FnOnce(&Cx<'_>) -> Result<(), TaskError> + Send + 'scope,
+    {
+        self.state.increment();
+        let ptr = StatePtr(&self.state);
+        let job = move || {
+            let ptr = ptr;
+            // SAFETY: the scope waits for this child before its state dies.
+            let state = unsafe { &*ptr.0 };
+            if !state.token.is_cancelled() {
+                let cx = Cx::new(&state.token);
+                match panic::catch_unwind(AssertUnwindSafe(|| f(&cx))) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => state.fail(e),
+                    Err(p) => state.panicked(p),
+                }
+            }
+            // SAFETY: this child's one decrement; nothing touched after.
+            unsafe { ScopeState::decrement(ptr.0) }
+        };
+        // SAFETY: the job decrements the latch once, and borrows only
+        // 'scope data, which the scope keeps alive until the count is zero.
+        unsafe { self.state.push(HeapJob::into_job_ref(job)) };
+    }
+
+    /// Starts `f` on the pool and returns a [`Future`] of its value, to
+    /// [`force`](Future::force) (or `.await`) when needed — the seeds'
+    /// `future`/`force`. Unlike [`spawn`](Scope::spawn), a future child
+    /// always runs (its value is needed); it can still look at `cx`.
+    ///
+    /// ```
+    /// let v = strata::task::scope(|s| {
+    ///     let a = s.future(|_| (1..=100u64).sum::<u64>());
+    ///     let b = s.future(|_| (101..=200u64).sum::<u64>());
+    ///     a.force() + b.force()
+    /// })
+    /// .unwrap();
+    /// assert_eq!(v, 20100);
+    /// ```
+    pub fn future<T, F>(&'scope self, f: F) -> Future<'scope, T>
+    where
+        F: FnOnce(&Cx<'_>) -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        let slot = StdArc::new(FutureSlot::new(&self.state.registry.sleep));
+        self.state.increment();
+        let ptr = StatePtr(&self.state);
+        let child_slot = slot.clone();
+        let job = move || {
+            let ptr = ptr;
+            // SAFETY: the scope waits for this child before its state dies.
+            let state = unsafe { &*ptr.0 };
+            let cx = Cx::new(&state.token);
+            let out = panic::catch_unwind(AssertUnwindSafe(|| f(&cx)));
+            let ok = match out {
+                Ok(v) => Some(v),
+                Err(p) => {
+                    state.panicked(p);
+                    None
+                }
+            };
+            child_slot.fill(ok);
+            drop(child_slot);
+            // SAFETY: this child's one decrement; nothing touched after.
+            unsafe { ScopeState::decrement(ptr.0) }
+        };
+        // SAFETY: as in `spawn`.
+        unsafe { self.state.push(HeapJob::into_job_ref(job)) };
+        Future::new(slot)
+    }
+
+    /// Whether the scope was cancelled (a child failed or panicked).
+    pub fn is_cancelled(&self) -> bool {
+        self.state.token.is_cancelled()
+    }
+
+    /// The scope's cancel token: cancelling it cancels the scope (children
+    /// see it through their `Cx`; the scope then returns
+    /// `Err(TaskError::Cancelled)` unless a child failed first).
+    pub fn token(&self) -> &CancelToken {
+        &self.state.token
+    }
+}
+
+impl fmt::Debug for Scope<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope")
+            .field("cancelled", &self.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `f` with a [`Scope`] in which it can spawn children that borrow
+/// from the caller, and waits for all of them before returning.
+///
+/// * All children finish before `scope` returns, whatever happens.
+/// * The first child that returns `Err` cancels the scope: its siblings see
+///   it through [`Cx::is_cancelled`] / [`Cx::check`], children not yet
+///   started are skipped, and `scope` returns that first error once every
+///   child has stopped.
+/// * A child panic cancels the scope the same way and is re-raised here
+///   after every child has stopped.
+/// * Cancelling [`Scope::token`] without an error makes the scope return
+///   `Err(TaskError::Cancelled)`.
+///
+/// The body runs on a worker of the current runtime (entering the global
+/// one when called from outside a pool), and while it waits for its
+/// children that worker runs them and other jobs.
+///
+/// ```
+/// use strata::task::{self, TaskError};
+///
+/// let data = vec![1, 2, 3];
+/// let err = task::scope(|s| {
+///     s.spawn(|_| Err(TaskError::failed("bad input")));
+///     s.spawn(|cx| {
+///         while !cx.is_cancelled() {
+///             std::hint::spin_loop(); // stops once the sibling failed
+///         }
+///         Err(cx.check().unwrap_err().into())
+///     });
+///     data.len()
+/// })
+/// .unwrap_err();
+/// assert_eq!(err.to_string(), "task failed: bad input");
+/// ```
+pub fn scope<'env, F, R>(f: F) -> Result<R, TaskError>
+where
+    F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R + Send,
+    R: Send,
+{
+    with_current(|reg| reg.in_worker(|| scope_on_worker(f)))
+}
+
+fn scope_on_worker<'env, F, R>(f: F) -> Result<R, TaskError>
+where
+    F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
+{
+    // SAFETY: `in_worker` runs this on a worker, live for the whole call.
+    let worker = unsafe { &*WorkerThread::current() };
+    let registry = worker.registry().clone();
+    let scope = Scope {
+        state: ScopeState {
+            latch: CountLatch::new(&registry.sleep),
+            registry,
+            token: CancelToken::new(),
+            error: Mutex::new(None),
+            panic: Mutex::new(None),
+        },
+        _scope: PhantomData,
+        _env: PhantomData,
+    };
+    let body = panic::catch_unwind(AssertUnwindSafe(|| f(&scope)));
+    // The body's own party.
+    // SAFETY: `scope` lives until after the wait below.
+    unsafe { ScopeState::decrement(&scope.state) };
+    worker.wait_until(scope.state.latch.latch());
+    let child_panic = scope.state.panic.lock().take();
+    match body {
+        Err(p) => {
+            // A `force` of a panicked future unwinds the body with a marker;
+            // the child's own payload is the one to re-raise.
+            if p.is::<super::future::ChildPanicked>()
+                && let Some(cp) = child_panic
+            {
+                panic::resume_unwind(cp);
+            }
+            panic::resume_unwind(p)
+        }
+        Ok(r) => {
+            if let Some(cp) = child_panic {
+                panic::resume_unwind(cp);
+            }
+            if let Some(e) = scope.state.error.lock().take() {
+                return Err(e);
+            }
+            if scope.state.token.is_cancelled() {
+                return Err(TaskError::Cancelled);
+            }
+            Ok(r)
+        }
+    }
+}
