@@ -10,7 +10,7 @@ mod ordered;
 mod raw_semaphore;
 mod rwlock;
 mod semaphore;
-mod timeout;
+pub(crate) mod timeout;
 mod unfair;
 
 pub use async_mutex::{AsyncMutex, AsyncMutexGuard, OwnedAsyncMutexGuard};
