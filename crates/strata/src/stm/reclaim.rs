@@ -1,0 +1,73 @@
+//! Safe reclamation of replaced `TVar` values.
+//!
+//! A non-word `TVar` publishes each committed value as its own heap box; a
+//! reader clones out of the box it found while pinned, so a committer that
+//! replaces the box must not free it until every reader that might still
+//! hold the pointer has unpinned. crossbeam-epoch does exactly that.
+//!
+//! Under loom (which cannot model crossbeam-epoch's globals) replaced boxes
+//! go to a per-execution graveyard freed when the model ends: the models
+//! check the lock-word protocol, and reclamation is crossbeam's to verify.
+
+/// Proof that the thread is pinned: boxes loaded while it lives stay valid.
+#[cfg(not(loom))]
+pub(crate) struct Pin(crossbeam_epoch::Guard);
+
+#[cfg(loom)]
+pub(crate) struct Pin(());
+
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn pin() -> Pin {
+    Pin(crossbeam_epoch::pin())
+}
+
+#[cfg(loom)]
+#[inline]
+pub(crate) fn pin() -> Pin {
+    Pin(())
+}
+
+#[cfg(loom)]
+struct Grave(Box<dyn std::any::Any + Send>);
+
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref GRAVEYARD: crate::loom::sync::Mutex<Vec<Grave>> =
+        crate::loom::sync::Mutex::new(Vec::new());
+}
+
+impl Pin {
+    /// Frees `ptr` once no thread pinned now can still be reading it.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` came from `Box::into_raw`, has been unlinked (no new reader can
+    /// load it), and is retired exactly once.
+    #[inline]
+    pub(crate) unsafe fn retire<T: Send + 'static>(&self, ptr: *mut T) {
+        #[cfg(not(loom))]
+        {
+            struct SendPtr<T>(*mut T);
+            // SAFETY: the box holds a `T: Send`, so it may be dropped on
+            // whichever thread runs the deferred function.
+            unsafe impl<T: Send> Send for SendPtr<T> {}
+            let p = SendPtr(ptr);
+            // SAFETY: per this function's contract the box is unreachable
+            // for new readers, and the epoch defers the drop until every
+            // reader pinned before now has unpinned.
+            unsafe {
+                self.0.defer_unchecked(move || {
+                    let p = p;
+                    drop(Box::from_raw(p.0));
+                });
+            }
+        }
+        #[cfg(loom)]
+        {
+            // SAFETY: per the contract `ptr` is an unlinked `Box<T>` we own.
+            let b = unsafe { Box::from_raw(ptr) };
+            GRAVEYARD.lock().push(Grave(b));
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! `TVar<T>`: a transactional variable — a versioned lock word, the value
+//! (inline for word types, one heap box per version otherwise), a waiter
+//! list for `retry`, and optional validator and watches.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::AtomicU64 as StdAtomicU64;
+
+use super::clock::{self, is_locked};
+use super::reclaim::{self, Pin};
+use super::wait::WaitNode;
+use super::word;
+use crate::loom::hint;
+use crate::loom::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use crate::loom::sync::{Arc, Mutex};
+
+/// `Core::flags`: a validator is set.
+pub(crate) const HAS_VALIDATOR: u8 = 1;
+/// `Core::flags`: at least one watch is set.
+pub(crate) const HAS_WATCHES: u8 = 2;
+
+/// Ids are for error reports only; they need no modelling under loom.
+static NEXT_ID: StdAtomicU64 = StdAtomicU64::new(1);
+
+/// The type-independent head of every `TVar`: what the read set, the
+/// commit and `retry` need without knowing `T`.
+pub(crate) struct Core {
+    /// `version << 2 | WAITERS | LOCKED`, see [`clock`].
+    pub(crate) lock: AtomicU64,
+    pub(crate) waiters: Mutex<Vec<Arc<WaitNode>>>,
+    pub(crate) flags: AtomicU8,
+    pub(crate) id: u64,
+}
+
+pub(crate) type Validator<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
+pub(crate) type Watch<T> = Arc<dyn Fn(&T, &T) + Send + Sync>;
+
+/// Copy-on-write hooks: a commit clones the `Arc` and calls them with no
+/// lock held, so a hook may itself change the hooks.
+pub(crate) struct Hooks<T> {
+    pub(crate) validator: Option<Validator<T>>,
+    pub(crate) watches: Vec<(String, Watch<T>)>,
+}
+
+impl<T> Clone for Hooks<T> {
+    fn clone(&self) -> Self {
+        Self {
+            validator: self.validator.clone(),
+            watches: self.watches.clone(),
+        }
+    }
+}
+
+/// `core` must stay the first field: the read and write sets keep
+/// `*const Core` and cast it back to `*const Inner<T>`.
+#[repr(C)]
+pub(crate) struct Inner<T> {
+    pub(crate) core: Core,
+    /// The value when `word::is_word::<T>()`.
+    word: AtomicU64,
+    /// Otherwise: the current version's box (never null).
+    ptr: AtomicPtr<T>,
+    hooks: Mutex<Option<Arc<Hooks<T>>>>,
+    /// `AtomicPtr<T>` is `Send + Sync` for any `T`; the variable owns `T`s.
+    _owns: PhantomData<Box<T>>,
+}
+
+/// A transactional variable.
+///
+/// Read and written inside [`atomically`](super::atomically) through a
+/// [`Tx`](super::Tx); [`load`](TVar::load) reads it outside one. Cloning a
+/// `TVar` clones the handle: both refer to one variable.
+///
+/// Values of the primitive integer types, `bool`, `char`, `f32` and `f64`
+/// are stored inline (no allocation per write); any other `T` is kept in one
+/// heap box per committed version, reclaimed with crossbeam-epoch once no
+/// reader can still see it.
+///
+/// ```
+/// use strata::stm::{atomically, TVar};
+///
+/// let a = TVar::new(10);
+/// let b = a.clone();
+/// atomically(|tx| tx.write(&b, 11)).unwrap();
+/// assert_eq!(a.load(), 11);
+/// ```
+pub struct TVar<T> {
+    pub(crate) inner: Arc<Inner<T>>,
+}
+
+impl<T> Clone for TVar<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+/// One consistent observation of a `TVar`.
+pub(crate) enum Sample<T> {
+    /// The value and the (unlocked) lock word it belongs to.
+    Value(T, u64),
+    /// The word was locked the whole time we were willing to wait.
+    Locked,
+}
+
+/// Spins a reader waits for a committer to unlock before giving up.
+const READ_SPINS: u32 = 128;
+
+impl<T: Clone + Send + Sync + 'static> TVar<T> {
+    /// A new variable holding `value`.
+    ///
+    /// ```
+    /// let v = strata::stm::TVar::new(String::from("hi"));
+    /// assert_eq!(v.load(), "hi");
+    /// ```
+    pub fn new(value: T) -> Self {
+        let (w, p) = if word::is_word::<T>() {
+            (word::to_word(&value), std::ptr::null_mut())
+        } else {
+            (0, Box::into_raw(Box::new(value)))
+        };
+        Self {
+            inner: Arc::new(Inner {
+                core: Core {
+                    lock: AtomicU64::new(clock::word(0)),
+                    waiters: Mutex::new(Vec::new()),
+                    flags: AtomicU8::new(0),
+                    id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                },
+                word: AtomicU64::new(w),
+                ptr: AtomicPtr::new(p),
+                hooks: Mutex::new(None),
+                _owns: PhantomData,
+            }),
+        }
+    }
+
+    /// The current committed value, read outside any transaction (a
+    /// consistent snapshot of this one variable; no transaction is started).
+    ///
+    /// ```
+    /// let v = strata::stm::TVar::new(3u8);
+    /// assert_eq!(v.load(), 3);
+    /// ```
+    pub fn load(&self) -> T {
+        let pin = if word::is_word::<T>() {
+            None
+        } else {
+            Some(reclaim::pin())
+        };
+        loop {
+            match self.inner.sample(pin.as_ref(), READ_SPINS) {
+                Sample::Value(v, _) => return v,
+                Sample::Locked => crate::loom::thread::yield_now(),
+            }
+        }
+    }
+
+    /// A number identifying this variable (shared by its clones), as reported
+    /// by [`StmError::Invalid`](super::StmError::Invalid).
+    ///
+    /// ```
+    /// let v = strata::stm::TVar::new(0);
+    /// assert_eq!(v.id(), v.clone().id());
+    /// assert_ne!(v.id(), strata::stm::TVar::new(0).id());
+    /// ```
+    pub fn id(&self) -> u64 {
+        self.inner.core.id
+    }
+
+    /// Sets the validator: a commit that would store a value for which `f`
+    /// returns `false` is rejected as a whole with
+    /// [`StmError::Invalid`](super::StmError::Invalid). The current value is
+    /// not checked. `f` runs during commit, with the transaction's `TVar`s
+    /// locked: keep it pure and quick, and do not start transactions in it.
+    ///
+    /// ```
+    /// use strata::stm::{atomically, TVar};
+    ///
+    /// let stock = TVar::new(5i32);
+    /// stock.set_validator(|n| *n >= 0);
+    /// assert!(atomically(|tx| tx.modify(&stock, |n| n - 10)).is_err());
+    /// assert_eq!(stock.load(), 5);
+    /// ```
+    pub fn set_validator(&self, f: impl Fn(&T) -> bool + Send + Sync + 'static) {
+        self.edit_hooks(|h| h.validator = Some(Arc::new(f)));
+    }
+
+    /// Removes the validator.
+    ///
+    /// ```
+    /// let v = strata::stm::TVar::new(1);
+    /// v.set_validator(|_| false);
+    /// v.clear_validator();
+    /// strata::stm::atomically(|tx| tx.write(&v, 2)).unwrap();
+    /// ```
+    pub fn clear_validator(&self) {
+        self.edit_hooks(|h| h.validator = None);
+    }
+
+    /// Adds (or replaces) the watch called `key`: after every commit that
+    /// writes this variable, `f(old, new)` runs on the committing thread,
+    /// outside the transaction and with no lock held. Watches of concurrent
+    /// commits may run concurrently.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use strata::stm::{atomically, TVar};
+    ///
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let v = TVar::new(1);
+    /// let l = log.clone();
+    /// v.add_watch("log", move |old, new| l.lock().unwrap().push((*old, *new)));
+    /// atomically(|tx| tx.write(&v, 2)).unwrap();
+    /// assert_eq!(*log.lock().unwrap(), [(1, 2)]);
+    /// ```
+    pub fn add_watch(&self, key: impl Into<String>, f: impl Fn(&T, &T) + Send + Sync + 'static) {
+        let key = key.into();
+        let f: Watch<T> = Arc::new(f);
+        self.edit_hooks(
+            move |h| match h.watches.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = f,
+                None => h.watches.push((key, f)),
+            },
+        );
+    }
+
+    /// Removes the watch called `key`; `false` if there was none.
+    ///
+    /// ```
+    /// let v = strata::stm::TVar::new(1);
+    /// v.add_watch("w", |_, _| {});
+    /// assert!(v.remove_watch("w"));
+    /// assert!(!v.remove_watch("w"));
+    /// ```
+    pub fn remove_watch(&self, key: &str) -> bool {
+        let mut removed = false;
+        self.edit_hooks(|h| {
+            let before = h.watches.len();
+            h.watches.retain(|(k, _)| k != key);
+            removed = h.watches.len() != before;
+        });
+        removed
+    }
+
+    fn edit_hooks(&self, edit: impl FnOnce(&mut Hooks<T>)) {
+        let mut slot = self.inner.hooks.lock();
+        let mut hooks = match &*slot {
+            Some(h) => Hooks::clone(h),
+            None => Hooks {
+                validator: None,
+                watches: Vec::new(),
+            },
+        };
+        edit(&mut hooks);
+        let flags = if hooks.validator.is_some() {
+            HAS_VALIDATOR
+        } else {
+            0
+        } | if hooks.watches.is_empty() {
+            0
+        } else {
+            HAS_WATCHES
+        };
+        *slot = Some(Arc::new(hooks));
+        self.inner.core.flags.store(flags, Ordering::Release);
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Inner<T> {
+    /// Reads the value and the lock word it belongs to, seqlock-style: the
+    /// word before and after must match (up to `WAITERS`). Boxed values
+    /// need `pin` (the box may be replaced, but not freed, meanwhile).
+    #[inline]
+    pub(crate) fn sample(&self, pin: Option<&Pin>, spins: u32) -> Sample<T> {
+        let mut waited = 0;
+        loop {
+            let w1 = self.core.lock.load(Ordering::Acquire);
+            if is_locked(w1) {
+                if waited >= spins {
+                    return Sample::Locked;
+                }
+                waited += 1;
+                hint::spin_loop();
+                continue;
+            }
+            if word::is_word::<T>() {
+                // Acquire: the second lock-word load cannot move above it.
+                let x = self.word.load(Ordering::Acquire);
+                let w2 = self.core.lock.load(Ordering::Relaxed);
+                if same(w1, w2) {
+                    return Sample::Value(word::from_word(x), w1);
+                }
+            } else {
+                debug_assert!(pin.is_some());
+                let p = self.ptr.load(Ordering::Acquire);
+                let w2 = self.core.lock.load(Ordering::Relaxed);
+                if same(w1, w2) {
+                    // SAFETY: `p` was the published box at version `w1`;
+                    // boxes are immutable once published, and a replaced
+                    // one is only freed after every thread pinned when it
+                    // was replaced has unpinned — the caller holds `pin`.
+                    let v = unsafe { (*p).clone() };
+                    return Sample::Value(v, w1);
+                }
+            }
+        }
+    }
+
+    /// The current value, read by the holder of the lock word.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds `core.lock` (its `LOCKED` bit is the caller's).
+    #[inline]
+    pub(crate) unsafe fn read_locked(&self) -> T {
+        if word::is_word::<T>() {
+            word::from_word(self.word.load(Ordering::Relaxed))
+        } else {
+            // SAFETY: no one can replace the box while we hold the lock.
+            unsafe { (*self.ptr.load(Ordering::Relaxed)).clone() }
+        }
+    }
+
+    /// Stores a word value. The lock holder only.
+    #[inline]
+    pub(crate) fn store_word(&self, w: u64) -> u64 {
+        let old = self.word.load(Ordering::Relaxed);
+        // Release: a reader that sees this value sees our lock before it.
+        self.word.store(w, Ordering::Release);
+        old
+    }
+
+    /// Publishes a new box and returns the old one (to retire). The lock
+    /// holder only.
+    #[inline]
+    pub(crate) fn store_box(&self, p: *mut T) -> *mut T {
+        self.ptr.swap(p, Ordering::AcqRel)
+    }
+
+    /// The hooks, when a flag says there are any.
+    pub(crate) fn hooks(&self) -> Option<Arc<Hooks<T>>> {
+        self.hooks.lock().clone()
+    }
+}
+
+#[inline]
+fn same(w1: u64, w2: u64) -> bool {
+    (w1 ^ w2) & !clock::WAITERS == 0
+}
+
+impl<T> Drop for Inner<T> {
+    fn drop(&mut self) {
+        let p = self.ptr.load(Ordering::Relaxed);
+        if !p.is_null() {
+            // SAFETY: the last handle is gone, so no transaction can read
+            // the box; it came from `Box::into_raw`.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + fmt::Debug + 'static> fmt::Debug for TVar<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TVar")
+            .field("id", &self.id())
+            .field("value", &self.load())
+            .finish()
+    }
+}
+
+impl<T: Clone + Send + Sync + Default + 'static> Default for TVar<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
