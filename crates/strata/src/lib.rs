@@ -8,11 +8,11 @@
 //! |---|---|---|
 //! | L0 | [`diag`] | lock classes, order checking, wait-for watchdog, metrics |
 //! | L1 | [`sync`] | `Mutex`, `RwLock`, `UnfairLock`, `Condvar`, `Barrier`, `Semaphore`, `AsyncMutex`, `AsyncRwLock`, ordered locking |
-//! | L2 | leases, atoms, STM, snapshots, cache, channels | *(coming)* |
-//! | L3 | runtime | *(coming)* |
-//! | L4 | tasks, parallel iteration | *(coming)* |
+//! | L2 | [`lease`], [`atom`], [`stm`], [`snapshot`], [`cache`] | writer leases, `Atom`, software transactional memory, `SnapshotCell` / `Versioned` copy-on-write, `BoundedCache` with single-flight loading; channels *(coming)* |
+//! | L3 | [`runtime`] | the work-stealing pool, `join`, `spawn` / `block_on`, `BlockingIo` |
+//! | L4 | [`task`], [`par`] | structured scopes, cancellation, joins and futures; parallel iteration |
 //! | L5 | actors, pipelines | *(coming)* |
-//! | io | file locks, crash-safe headers | *(coming)* |
+//! | io | [`io`] | `FileLock` (cross-process, atomic upgrade), the crash-safe `DualHeader` |
 //!
 //! Guard rails are on in debug builds and under the `checked` feature and
 //! compile to nothing otherwise: see [`diag::checking_enabled`].
