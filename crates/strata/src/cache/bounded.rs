@@ -322,14 +322,29 @@ impl<K: Eq + Hash, V: Clone, W: Weigher<K, V>> BoundedCache<K, V, W> {
                 self.counts.incr(HITS);
                 Ok(v)
             }
-            GuardResult::Guard(guard) => {
-                self.counts.incr(MISSES);
-                self.load(guard, load)
-            }
-            GuardResult::Timeout => {
-                self.counts.incr(MISSES);
-                self.join(key, load)
-            }
+            GuardResult::Guard(guard) => self.missed(key, Some(guard), load),
+            GuardResult::Timeout => self.missed(key, None, load),
+        }
+    }
+
+    /// The miss path of [`get_or_compute`](Self::get_or_compute), out of
+    /// line so that the hit path stays small enough to inline: load with
+    /// our own placeholder, or (`None`) join the caller that is loading.
+    #[inline(never)]
+    fn missed<Q, E>(
+        &self,
+        key: &Q,
+        own: Option<Placeholder<'_, K, V, W>>,
+        load: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.counts.incr(MISSES);
+        match own {
+            Some(guard) => self.load(guard, load),
+            None => self.join(key, load),
         }
     }
 
