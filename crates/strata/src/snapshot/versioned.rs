@@ -699,28 +699,33 @@ mod loom_tests {
     fn loom_two_writers_and_a_reader_see_only_committed_versions() {
         loom::model(|| {
             let store = Arc::new(Versioned::new((0u64, 0u64)));
-            let writer = {
-                let store = store.clone();
-                thread::spawn(move || {
-                    store
-                        .update(|(a, b)| {
-                            *a += 1;
-                            *b += 1;
-                        })
-                        .unwrap();
+            let writers: Vec<_> = (0..2)
+                .map(|_| {
+                    let store = store.clone();
+                    thread::spawn(move || {
+                        store
+                            .update(|(a, b)| {
+                                *a += 1;
+                                *b += 1;
+                            })
+                            .unwrap();
+                    })
                 })
-            };
-            store
-                .update(|(a, b)| {
-                    *a += 1;
-                    *b += 1;
-                })
-                .unwrap();
-            store.read_versioned(|version, (a, b)| {
-                assert!(version >= 1);
+                .collect();
+            // Two reads racing both writers: each sees one whole committed
+            // version, and the second never an older one.
+            let first = store.read_versioned(|version, (a, b)| {
                 assert_eq!((*a, *b), (version, version));
+                version
             });
-            writer.join().unwrap();
+            let second = store.read_versioned(|version, (a, b)| {
+                assert_eq!((*a, *b), (version, version));
+                version
+            });
+            assert!(second >= first);
+            for w in writers {
+                w.join().unwrap();
+            }
             assert_eq!(store.read_versioned(|v, ab| (v, *ab)), (2, (2, 2)));
         });
     }
