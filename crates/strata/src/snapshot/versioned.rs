@@ -7,6 +7,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
+
 use super::SnapshotError;
 use super::raw::{RawCell, RawGuard};
 use crate::loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -61,7 +63,10 @@ struct Entry<T> {
 /// # Ok::<_, strata::snapshot::SnapshotError<()>>(())
 /// ```
 pub struct Versioned<T> {
-    current: RawCell<Entry<T>>,
+    /// The only field readers touch, alone on its cache line: the writer's
+    /// bookkeeping below (permit word, re-entrancy mark, counters) changes
+    /// several times per write and must not evict the readers' line.
+    current: CachePadded<RawCell<Entry<T>>>,
     /// One permit: the FIFO writer queue, and the lock class.
     writer: Semaphore,
     /// [`thread_token`] of the thread running a write closure, 0 if none.
@@ -152,7 +157,7 @@ impl<T> Versioned<T> {
 
     fn with_writer(value: T, writer: Semaphore) -> Self {
         Self {
-            current: RawCell::new(Arc::new(Entry { version: 0, value })),
+            current: CachePadded::new(RawCell::new(Arc::new(Entry { version: 0, value }))),
             writer,
             writing: AtomicUsize::new(0),
             stats: Stats::default(),
