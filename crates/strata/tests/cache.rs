@@ -463,7 +463,7 @@ fn stress_every_caller_gets_its_keys_value_and_the_counts_add_up() {
     // key's value, or its own loader's error; every miss ends as a load or
     // a coalesced wait; every call is a hit or a miss.
     const THREADS: u64 = 4;
-    const CALLS: u64 = 3_000;
+    const CALLS: u64 = 20_000;
     let cache = BoundedCache::new(16);
     let value_of = |k: u64| k * 1_000 + 7;
     let own_failures = AtomicU64::new(0);

@@ -419,7 +419,7 @@ fn ten_thousand_reads_complete_while_a_writer_is_parked_inside_write() {
 fn stress_readers_only_ever_see_committed_versions() {
     let store = Versioned::new(Index::default());
     let stop = AtomicBool::new(false);
-    let (writers, per_writer) = (3u64, 1_000u64);
+    let (writers, per_writer) = (3u64, 3_000u64);
     let committed = AtomicU64::new(0);
     let aborted = AtomicU64::new(0);
     let panicked = AtomicU64::new(0);
@@ -516,7 +516,7 @@ fn stress_money_is_conserved_across_concurrent_transfers() {
                 let bank = &bank;
                 s.spawn(move || {
                     let mut x = t + 1;
-                    for _ in 0..500 {
+                    for _ in 0..2_000 {
                         x = x
                             .wrapping_mul(6364136223846793005)
                             .wrapping_add(1442695040888963407);
@@ -546,7 +546,7 @@ fn stress_money_is_conserved_across_concurrent_transfers() {
         assert!(a.iter().all(|&b| b >= 0));
     });
     let m = bank.metrics();
-    assert_eq!(m.commits + m.aborts, 2_000);
+    assert_eq!(m.commits + m.aborts, 8_000);
     assert_eq!(m.version, m.commits);
 }
 

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::hash::Hash;
 use std::time::Duration;
 
-use quick_cache::sync::{Cache, GuardResult};
+use quick_cache::sync::{Cache, EntryAction, EntryResult, GuardResult};
 
 use super::counter::Counters;
 use super::weigh::{Adapter, UnitWeigher, Weigher};
@@ -314,21 +314,38 @@ impl<K: Eq + Hash, V: Clone, W: Weigher<K, V>> BoundedCache<K, V, W> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        // A zero timeout: a cached value or our own placeholder comes back
-        // at once, in quick_cache's single pass; only a key that another
-        // caller is loading times out, and then we join its waiters.
-        match self.inner.get_value_or_guard(key, Some(Duration::ZERO)) {
-            GuardResult::Value(v) => {
-                self.counts.incr(HITS);
+        // The hit path is exactly `get`: one read-locked lookup.
+        if let Some(v) = self.inner.get(key) {
+            self.counts.incr(HITS);
+            return Ok(v);
+        }
+        self.missed(key, load)
+    }
+
+    /// The miss path of [`get_or_compute`](Self::get_or_compute), out of
+    /// line so that the hit path stays small enough to inline.
+    #[inline(never)]
+    fn missed<Q, E>(&self, key: &Q, load: impl FnOnce() -> Result<V, E>) -> Result<V, E>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.counts.incr(MISSES);
+        // One write-locked pass (as quick_cache's own `get_or_insert_with`
+        // after its read pass): a value cached meanwhile, or our own
+        // placeholder, or — zero timeout — word that another caller is
+        // loading, and only then do we queue behind it.
+        match self.inner.entry(key, Some(Duration::ZERO), |_, v| {
+            EntryAction::Retain(v.clone())
+        }) {
+            EntryResult::Retained(v) => {
+                self.counts.incr(COALESCED);
                 Ok(v)
             }
-            GuardResult::Guard(guard) => {
-                self.counts.incr(MISSES);
-                self.load(guard, load)
-            }
-            GuardResult::Timeout => {
-                self.counts.incr(MISSES);
-                self.join(key, load)
+            EntryResult::Vacant(guard) => self.load(guard, load),
+            EntryResult::Timeout => self.join(key, load),
+            EntryResult::Removed(..) | EntryResult::Replaced(..) => {
+                unreachable!("the entry callback only retains")
             }
         }
     }
@@ -422,17 +439,26 @@ impl<K: Eq + Hash, V: Clone, W: Weigher<K, V>> BoundedCache<K, V, W> {
             return Ok(v);
         }
         self.counts.incr(MISSES);
-        match self.inner.get_value_or_guard_async(key).await {
-            Ok(v) => {
+        // One write-locked pass, then (if another caller is loading) a
+        // cancel-safe wait for its value or for the load to be handed on.
+        match self
+            .inner
+            .entry_async(key, |_, v| EntryAction::Retain(v.clone()))
+            .await
+        {
+            EntryResult::Retained(v) => {
                 self.counts.incr(COALESCED);
                 Ok(v)
             }
-            Err(guard) => {
+            EntryResult::Vacant(guard) => {
                 let attempt = LoadAttempt::start(self);
                 let value = load.await?;
                 attempt.succeeded();
                 let _ = guard.insert(value.clone());
                 Ok(value)
+            }
+            EntryResult::Removed(..) | EntryResult::Replaced(..) | EntryResult::Timeout => {
+                unreachable!("the entry callback only retains, and an async entry never times out")
             }
         }
     }

@@ -104,6 +104,7 @@ impl<const N: usize> Striped<N> {
 /// counts through the shared row; the model tests drive a table directly.
 #[cfg(not(loom))]
 mod global {
+    use std::cell::Cell;
     use std::sync::OnceLock;
 
     use super::SlotTable;
@@ -118,27 +119,55 @@ mod global {
         })
     }
 
-    /// A thread's slot, given back when the thread exits.
-    struct Claim(Option<usize>);
+    /// `SLOT` before the thread's first count.
+    const UNCLAIMED: usize = usize::MAX;
+    /// `SLOT` of a thread without a slot (all taken, or given back at exit).
+    const SHARED: usize = usize::MAX - 1;
+
+    std::thread_local! {
+        /// This thread's slot. A `const` cell without a destructor, so the
+        /// hot path is one thread-local load and it stays readable while
+        /// the thread is torn down.
+        static SLOT: Cell<usize> = const { Cell::new(UNCLAIMED) };
+        /// Gives the slot back when the thread exits.
+        static CLAIM: Claim = const { Claim };
+    }
+
+    /// Releases the thread's slot in its thread-local destructor.
+    struct Claim;
 
     impl Drop for Claim {
         fn drop(&mut self) {
-            if let Some(i) = self.0 {
-                table().release(i);
+            let slot = SLOT.replace(SHARED);
+            if slot < SHARED {
+                // Counted through the shared row from here on, before
+                // another thread can own this slot.
+                table().release(slot);
             }
         }
-    }
-
-    std::thread_local! {
-        static CLAIM: Claim = Claim(table().claim());
     }
 
     /// The calling thread's slot, if it has one.
     #[inline]
     pub(crate) fn my_slot() -> Option<usize> {
-        // `Err` while the thread is being torn down: count through the
-        // shared row.
-        CLAIM.try_with(|claim| claim.0).ok().flatten()
+        match SLOT.get() {
+            UNCLAIMED => claim(),
+            SHARED => None,
+            slot => Some(slot),
+        }
+    }
+
+    #[cold]
+    fn claim() -> Option<usize> {
+        // Register the destructor first: if that is impossible (the thread
+        // is exiting), count through the shared row and claim nothing.
+        if CLAIM.try_with(|_| ()).is_err() {
+            SLOT.set(SHARED);
+            return None;
+        }
+        let slot = table().claim();
+        SLOT.set(slot.unwrap_or(SHARED));
+        slot
     }
 }
 
@@ -204,18 +233,39 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_keeps_its_slot_and_gives_it_back_on_exit() {
-        let table = global::table();
+    fn a_thread_keeps_its_slot() {
         assert_eq!(global::my_slot(), global::my_slot());
         let theirs = std::thread::spawn(global::my_slot).join().unwrap();
-        if let Some(i) = theirs {
-            assert_ne!(Some(i), global::my_slot());
-            // Released at exit; another thread may have taken it since, so
-            // only check that a claim/release round trip works.
-            if let Some(j) = table.claim() {
-                table.release(j);
+        if theirs.is_some() {
+            assert_ne!(theirs, global::my_slot());
+        }
+    }
+
+    #[test]
+    fn counts_made_while_a_thread_is_torn_down_are_not_lost() {
+        struct CountOnExit(&'static Counters<1>);
+        impl Drop for CountOnExit {
+            fn drop(&mut self) {
+                self.0.incr(0);
             }
         }
+        std::thread_local! {
+            static LATE: std::cell::RefCell<Option<CountOnExit>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let counters: &'static Counters<1> = Box::leak(Box::new(Counters::new()));
+        let threads = 16;
+        for _ in 0..threads {
+            std::thread::spawn(move || {
+                counters.incr(0);
+                // Dropped among the thread-local destructors, before or
+                // after the slot is given back.
+                LATE.with(|late| *late.borrow_mut() = Some(CountOnExit(counters)));
+            })
+            .join()
+            .unwrap();
+        }
+        assert_eq!(counters.get(0), 2 * threads);
     }
 
     #[test]

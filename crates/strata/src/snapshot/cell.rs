@@ -219,6 +219,12 @@ impl<T: fmt::Debug> fmt::Debug for SnapshotCell<T> {
 /// let guard = cell.load();
 /// assert_eq!(guard.as_str(), "x");
 /// ```
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// let cell = strata::snapshot::SnapshotCell::new(1);
+/// send(cell.load()); // a guard stays on its thread; use `snapshot()`
+/// ```
 pub struct SnapshotGuard<'a, T> {
     inner: RawGuard<T>,
     /// Ties the guard to the cell's borrow and makes it `!Send`.
