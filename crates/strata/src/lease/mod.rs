@@ -744,10 +744,16 @@ impl fmt::Debug for WriterLease {
 /// The future of [`LeaseGate::acquire_async`]: the permit first (FIFO,
 /// cancel-safe, with the deadline of `Timeout`), then the file lock of a
 /// file-backed gate, polled with a bounded backoff on strata's timer.
+///
+/// Kept small (the uncontended case moves it around and polls it once):
+/// the timer and the file phase, which only contended or file-backed
+/// acquisitions need, are boxed.
 struct AcquireLease<'g> {
-    gate: &'g LeaseGate,
+    gate: &'g Arc<GateInner>,
     name: Option<&'static str>,
-    policy: WriterPolicy,
+    /// `WriterPolicy::Fail`: one attempt, never queue.
+    fail: bool,
+    /// `WriterPolicy::Timeout`'s deadline.
     deadline: Option<Instant>,
     state: State<'g>,
 }
@@ -757,17 +763,30 @@ enum State<'g> {
     Queued {
         acquire: Acquire<'g>,
         entry: TaskEntry,
-        sleep: Option<Sleep>,
+        sleep: Option<Box<Sleep>>,
     },
     /// Permit held; taking the gate's file lock.
-    File {
-        permit: PermitGuard<'g>,
-        held: HeldToken,
-        progress: ExclusiveProgress,
-        backoff: Backoff,
-        sleep: Option<Sleep>,
-    },
+    File(Box<FilePhase<'g>>),
     Done,
+}
+
+/// The file half of an async acquisition. Dropped unfinished (the future
+/// was cancelled, or the file was refused), it gives back the file bytes
+/// taken so far and then, through its guard, the permit.
+struct FilePhase<'g> {
+    file: &'g RawFileLock,
+    /// Returns the permit after `drop` has returned the file bytes.
+    _permit: PermitGuard<'g>,
+    held: HeldToken,
+    progress: ExclusiveProgress,
+    backoff: Backoff,
+    sleep: Option<Sleep>,
+}
+
+impl Drop for FilePhase<'_> {
+    fn drop(&mut self) {
+        self.file.abandon_exclusive(self.progress);
+    }
 }
 
 impl<'g> AcquireLease<'g> {
@@ -781,11 +800,11 @@ impl<'g> AcquireLease<'g> {
             WriterPolicy::Timeout(d) => deadline_after(d),
             _ => None,
         };
-        let inner = &*gate.inner;
+        let inner = &gate.inner;
         Self {
-            gate,
+            gate: inner,
             name,
-            policy,
+            fail: policy == WriterPolicy::Fail,
             deadline,
             state: State::Queued {
                 acquire: inner.sem.acquire(1, Mode::Whole),
@@ -796,36 +815,36 @@ impl<'g> AcquireLease<'g> {
     }
 
     /// The permit is ours: a lease now, or on to the file.
+    #[inline]
     fn granted(&mut self, held: HeldToken) -> Poll<Result<WriterLease, LeaseError>> {
-        let inner = &self.gate.inner;
-        let permit = PermitGuard(&inner.sem);
-        if inner.file.is_none() {
-            std::mem::forget(permit);
-            self.state = State::Done;
-            return Poll::Ready(Ok(WriterLease::grant(inner, self.name, false, held)));
+        let inner = self.gate;
+        match &inner.file {
+            None => {
+                self.state = State::Done;
+                Poll::Ready(Ok(WriterLease::grant(inner, self.name, false, held)))
+            }
+            Some(file) => {
+                self.state = State::File(Box::new(FilePhase {
+                    file: &file.raw,
+                    _permit: PermitGuard(&inner.sem),
+                    held,
+                    progress: ExclusiveProgress::default(),
+                    backoff: Backoff::new(),
+                    sleep: None,
+                }));
+                Poll::Pending
+            }
         }
-        self.state = State::File {
-            permit,
-            held,
-            progress: ExclusiveProgress::default(),
-            backoff: Backoff::new(),
-            sleep: None,
-        };
-        Poll::Pending
     }
 
+    #[inline]
     fn poll_queued(&mut self, cx: &mut Context<'_>) -> Poll<Result<WriterLease, LeaseError>> {
-        let State::Queued {
-            acquire,
-            entry,
-            sleep,
-        } = &mut self.state
-        else {
+        let State::Queued { acquire, entry, .. } = &mut self.state else {
             unreachable!("polled in the queued state");
         };
         entry.poll(cx);
-        if self.policy == WriterPolicy::Fail {
-            return match self.gate.inner.sem.try_acquire(1, Mode::Whole) {
+        if self.fail {
+            return match self.gate.sem.try_acquire(1, Mode::Whole) {
                 Ok(()) => {
                     let held = entry.finish();
                     self.granted(held)
@@ -846,85 +865,80 @@ impl<'g> AcquireLease<'g> {
                 self.state = State::Done;
                 Poll::Ready(Err(LeaseError::WriterBusy))
             }
-            Poll::Pending => {
-                if let Some(deadline) = self.deadline {
-                    let sleep = sleep.get_or_insert_with(|| Sleep::until(deadline));
-                    if Pin::new(sleep).poll(cx).is_ready() {
-                        // Dropping the queued acquire leaves the queue.
-                        self.state = State::Done;
-                        return Poll::Ready(Err(LeaseError::WriterTimeout));
-                    }
-                }
-                entry.pending();
-                Poll::Pending
-            }
+            Poll::Pending => self.poll_deadline(cx),
         }
     }
 
-    fn poll_file(&mut self, cx: &mut Context<'_>) -> Poll<Result<WriterLease, LeaseError>> {
-        let inner = &self.gate.inner;
-        let Some(file) = &inner.file else {
-            unreachable!("only file-backed gates take the file lock");
+    /// Still queued: time out if the deadline has passed.
+    #[cold]
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<Result<WriterLease, LeaseError>> {
+        let State::Queued { entry, sleep, .. } = &mut self.state else {
+            unreachable!("polled in the queued state");
         };
-        loop {
-            let State::File {
-                progress,
-                backoff,
-                sleep,
-                ..
-            } = &mut self.state
-            else {
-                unreachable!("polled in the file state");
-            };
-            if let Some(s) = sleep {
+        if let Some(deadline) = self.deadline {
+            let sleep = sleep.get_or_insert_with(|| Box::new(Sleep::until(deadline)));
+            if Pin::new(&mut **sleep).poll(cx).is_ready() {
+                // Dropping the queued acquire leaves the queue.
+                self.state = State::Done;
+                return Poll::Ready(Err(LeaseError::WriterTimeout));
+            }
+        }
+        entry.pending();
+        Poll::Pending
+    }
+
+    #[cold]
+    fn poll_file(&mut self, cx: &mut Context<'_>) -> Poll<Result<WriterLease, LeaseError>> {
+        let State::File(phase) = &mut self.state else {
+            unreachable!("polled in the file state");
+        };
+        let outcome = loop {
+            if let Some(s) = &mut phase.sleep {
                 if Pin::new(s).poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                *sleep = None;
+                phase.sleep = None;
             }
-            let attempt = if self.policy == WriterPolicy::Fail {
+            let attempt = if self.fail {
                 // One attempt that takes nothing unless the file is free.
-                match file.raw.lock_exclusive(ofd::Wait::No) {
+                match phase.file.lock_exclusive(ofd::Wait::No) {
                     Ok(()) => Ok(true),
                     Err(FileLockError::WouldBlock) => Err(LeaseError::WriterBusy),
                     Err(err) => Err(file_error(err)),
                 }
             } else {
-                file.raw.try_exclusive(progress).map_err(file_error)
+                phase
+                    .file
+                    .try_exclusive(&mut phase.progress)
+                    .map_err(file_error)
             };
-            let outcome = match attempt {
-                Ok(true) => Ok(()),
+            match attempt {
+                Ok(true) => break Ok(()),
                 Ok(false) if self.deadline.is_some_and(|d| Instant::now() >= d) => {
-                    Err(LeaseError::WriterTimeout)
+                    break Err(LeaseError::WriterTimeout);
                 }
                 Ok(false) => {
-                    let pause = backoff.step(self.deadline);
-                    *sleep = Some(Sleep::until(Instant::now() + pause));
-                    continue;
+                    let pause = phase.backoff.step(self.deadline);
+                    phase.sleep = Some(Sleep::until(Instant::now() + pause));
                 }
-                Err(err) => Err(err),
-            };
-            let State::File {
-                permit,
-                held,
-                progress,
-                ..
-            } = std::mem::replace(&mut self.state, State::Done)
-            else {
-                unreachable!("matched above");
-            };
-            return Poll::Ready(match outcome {
-                Ok(()) => {
-                    std::mem::forget(permit);
-                    Ok(WriterLease::grant(inner, self.name, true, held))
-                }
-                Err(err) => {
-                    file.raw.abandon_exclusive(progress);
-                    drop(permit);
-                    Err(err)
-                }
-            });
-        }
+                Err(err) => break Err(err),
+            }
+        };
+        let State::File(phase) = std::mem::replace(&mut self.state, State::Done) else {
+            unreachable!("matched above");
+        };
+        Poll::Ready(match outcome {
+            Ok(()) => {
+                // The file is locked: neither it nor the permit go back, so
+                // the phase is not dropped; only its token moves on.
+                let mut phase = std::mem::ManuallyDrop::new(*phase);
+                drop(phase.sleep.take());
+                let held = std::mem::replace(&mut phase.held, HeldToken::none());
+                Ok(WriterLease::grant(self.gate, self.name, true, held))
+            }
+            // Dropping the phase gives back the file bytes and the permit.
+            Err(err) => Err(err),
+        })
     }
 }
 
@@ -944,21 +958,9 @@ impl Future for AcquireLease<'_> {
             }
         }
         match this.state {
-            State::File { .. } => this.poll_file(cx),
+            State::File(_) => this.poll_file(cx),
             // Polled after completion: never grant twice.
             _ => Poll::Pending,
-        }
-    }
-}
-
-impl Drop for AcquireLease<'_> {
-    fn drop(&mut self) {
-        if let State::File { progress, .. } = &self.state
-            && let Some(file) = &self.gate.inner.file
-        {
-            // Cancelled while taking the file: give back what we took; the
-            // permit guard then returns the permit.
-            file.raw.abandon_exclusive(*progress);
         }
     }
 }
