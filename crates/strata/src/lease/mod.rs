@@ -461,6 +461,7 @@ impl LeaseGate {
     /// # }).unwrap();
     /// ```
     #[track_caller]
+    #[inline]
     pub fn acquire_async(
         &self,
         policy: WriterPolicy,
@@ -700,6 +701,7 @@ impl WriterLease {
     }
 
     /// Gives the file lock and the permit back, once (`id` 0 marks done).
+    #[inline]
     fn release_parts(&mut self) -> Result<(), LeaseError> {
         if self.id == 0 {
             return Ok(());
@@ -755,6 +757,9 @@ struct AcquireLease<'g> {
     fail: bool,
     /// `WriterPolicy::Timeout`'s deadline.
     deadline: Option<Instant>,
+    /// The output was returned. A flag rather than a state change, so the
+    /// uncontended path does not drop and rewrite the state in place.
+    done: bool,
     state: State<'g>,
 }
 
@@ -791,6 +796,7 @@ impl Drop for FilePhase<'_> {
 
 impl<'g> AcquireLease<'g> {
     #[track_caller]
+    #[inline]
     fn new(gate: &'g LeaseGate, name: Option<&'static str>, policy: WriterPolicy) -> Self {
         let how = match policy {
             WriterPolicy::Wait => How::Blocking,
@@ -806,6 +812,7 @@ impl<'g> AcquireLease<'g> {
             name,
             fail: policy == WriterPolicy::Fail,
             deadline,
+            done: false,
             state: State::Queued {
                 acquire: inner.sem.acquire(1, Mode::Whole),
                 entry: inner.class.task_entry(AcquireKind::Exclusive, how),
@@ -814,59 +821,31 @@ impl<'g> AcquireLease<'g> {
         }
     }
 
-    /// The permit is ours: a lease now, or on to the file.
-    #[inline]
-    fn granted(&mut self, held: HeldToken) -> Poll<Result<WriterLease, LeaseError>> {
+    /// The permit is ours and the gate is file-backed: on to the file.
+    #[cold]
+    fn enter_file_phase(&mut self, held: HeldToken) {
         let inner = self.gate;
-        match &inner.file {
-            None => {
-                self.state = State::Done;
-                Poll::Ready(Ok(WriterLease::grant(inner, self.name, false, held)))
-            }
-            Some(file) => {
-                self.state = State::File(Box::new(FilePhase {
-                    file: &file.raw,
-                    _permit: PermitGuard(&inner.sem),
-                    held,
-                    progress: ExclusiveProgress::default(),
-                    backoff: Backoff::new(),
-                    sleep: None,
-                }));
-                Poll::Pending
-            }
-        }
+        let Some(file) = &inner.file else {
+            unreachable!("only file-backed gates have a file phase");
+        };
+        self.state = State::File(Box::new(FilePhase {
+            file: &file.raw,
+            _permit: PermitGuard(&inner.sem),
+            held,
+            progress: ExclusiveProgress::default(),
+            backoff: Backoff::new(),
+            sleep: None,
+        }));
     }
 
+    /// Finishes with `out`.
     #[inline]
-    fn poll_queued(&mut self, cx: &mut Context<'_>) -> Poll<Result<WriterLease, LeaseError>> {
-        let State::Queued { acquire, entry, .. } = &mut self.state else {
-            unreachable!("polled in the queued state");
-        };
-        entry.poll(cx);
-        if self.fail {
-            return match self.gate.sem.try_acquire(1, Mode::Whole) {
-                Ok(()) => {
-                    let held = entry.finish();
-                    self.granted(held)
-                }
-                Err(_) => {
-                    self.state = State::Done;
-                    Poll::Ready(Err(LeaseError::WriterBusy))
-                }
-            };
-        }
-        match Pin::new(acquire).poll(cx) {
-            Poll::Ready(Ok(())) => {
-                let held = entry.finish();
-                self.granted(held)
-            }
-            // A whole-gate request never fails; the arm keeps it total.
-            Poll::Ready(Err(_)) => {
-                self.state = State::Done;
-                Poll::Ready(Err(LeaseError::WriterBusy))
-            }
-            Poll::Pending => self.poll_deadline(cx),
-        }
+    fn finish(
+        &mut self,
+        out: Result<WriterLease, LeaseError>,
+    ) -> Poll<Result<WriterLease, LeaseError>> {
+        self.done = true;
+        Poll::Ready(out)
     }
 
     /// Still queued: time out if the deadline has passed.
@@ -878,9 +857,10 @@ impl<'g> AcquireLease<'g> {
         if let Some(deadline) = self.deadline {
             let sleep = sleep.get_or_insert_with(|| Box::new(Sleep::until(deadline)));
             if Pin::new(&mut **sleep).poll(cx).is_ready() {
-                // Dropping the queued acquire leaves the queue.
+                // Dropping the queued acquire leaves the queue now, not
+                // whenever the finished future is dropped.
                 self.state = State::Done;
-                return Poll::Ready(Err(LeaseError::WriterTimeout));
+                return self.finish(Err(LeaseError::WriterTimeout));
             }
         }
         entry.pending();
@@ -927,6 +907,7 @@ impl<'g> AcquireLease<'g> {
         let State::File(phase) = std::mem::replace(&mut self.state, State::Done) else {
             unreachable!("matched above");
         };
+        self.done = true;
         Poll::Ready(match outcome {
             Ok(()) => {
                 // The file is locked: neither it nor the permit go back, so
@@ -948,20 +929,32 @@ impl Future for AcquireLease<'_> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if let State::Queued { .. } = this.state {
-            match this.poll_queued(cx) {
-                Poll::Ready(out) => return Poll::Ready(out),
-                Poll::Pending if matches!(this.state, State::Queued { .. }) => {
-                    return Poll::Pending;
-                }
-                Poll::Pending => {}
-            }
-        }
-        match this.state {
-            State::File(_) => this.poll_file(cx),
+        if this.done {
             // Polled after completion: never grant twice.
-            _ => Poll::Pending,
+            return Poll::Pending;
         }
+        if let State::Queued { acquire, entry, .. } = &mut this.state {
+            entry.poll(cx);
+            if this.fail {
+                if this.gate.sem.try_acquire(1, Mode::Whole).is_err() {
+                    return this.finish(Err(LeaseError::WriterBusy));
+                }
+            } else {
+                match Pin::new(acquire).poll(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    // A whole-gate request never fails; the arm keeps it total.
+                    Poll::Ready(Err(_)) => return this.finish(Err(LeaseError::WriterBusy)),
+                    Poll::Pending => return this.poll_deadline(cx),
+                }
+            }
+            let held = entry.finish();
+            if this.gate.file.is_none() {
+                let lease = WriterLease::grant(this.gate, this.name, false, held);
+                return this.finish(Ok(lease));
+            }
+            this.enter_file_phase(held);
+        }
+        this.poll_file(cx)
     }
 }
 
