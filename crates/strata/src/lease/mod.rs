@@ -408,9 +408,10 @@ impl LeaseGate {
         };
         let try_now = || inner.sem.try_acquire(1, Mode::Whole).ok().map(Ok);
         match policy {
+            // `Unchecked` looks before it CASes: a refusal is one load.
             WriterPolicy::Fail => inner
                 .sem
-                .try_acquire(1, Mode::Whole)
+                .try_acquire(1, Mode::Unchecked)
                 .map_err(|_| LeaseError::WriterBusy)?,
             WriterPolicy::Wait => held
                 .wait(try_now, || inner.sem.acquire_blocking(1, Mode::Whole, None))
@@ -422,20 +423,16 @@ impl LeaseGate {
                 .map_err(|_| LeaseError::WriterTimeout)?,
         }
         let permit = PermitGuard(&inner.sem);
-        let file_locked = match &inner.file {
-            None => false,
-            Some(file) => {
-                let wait = match policy {
-                    WriterPolicy::Fail => ofd::Wait::No,
-                    WriterPolicy::Wait => ofd::Wait::Block,
-                    WriterPolicy::Timeout(_) => deadline.map_or(ofd::Wait::Block, ofd::Wait::Until),
-                };
-                file.raw.lock_exclusive(wait).map_err(file_error)?;
-                true
-            }
-        };
+        if let Some(file) = &inner.file {
+            let wait = match policy {
+                WriterPolicy::Fail => ofd::Wait::No,
+                WriterPolicy::Wait => ofd::Wait::Block,
+                WriterPolicy::Timeout(_) => deadline.map_or(ofd::Wait::Block, ofd::Wait::Until),
+            };
+            file.raw.lock_exclusive(wait).map_err(file_error)?;
+        }
         std::mem::forget(permit);
-        Ok(WriterLease::grant(&self.inner, name, file_locked, held))
+        Ok(WriterLease::grant(&self.inner, name, held))
     }
 
     /// Waits asynchronously for the writer lease, as `policy` says.
@@ -618,39 +615,40 @@ impl Drop for PermitGuard<'_> {
 #[must_use = "the lease is released as soon as it is dropped"]
 pub struct WriterLease {
     gate: Arc<GateInner>,
-    id: u64,
-    since: u64,
-    name: Option<&'static str>,
-    file_locked: bool,
+    /// The lease id, with [`NAMED`] set if it was acquired with a name;
+    /// 0 once released. Everything else about the lease (its timestamp,
+    /// its name) lives in the gate, so the lease is two words to move.
+    tag: u64,
     _held: HeldToken,
 }
 
+/// Set in [`WriterLease::tag`] for a lease acquired with a name.
+const NAMED: u64 = 1 << 63;
+
 impl WriterLease {
-    /// Called with the permit (and the file lock, if any) held.
+    /// Called with the permit (and, for a file-backed gate, the file lock)
+    /// held.
     #[inline]
-    fn grant(
-        gate: &Arc<GateInner>,
-        name: Option<&'static str>,
-        file_locked: bool,
-        held: HeldToken,
-    ) -> Self {
+    fn grant(gate: &Arc<GateInner>, name: Option<&'static str>, held: HeldToken) -> Self {
         // The permit orders these plain load/store pairs between holders.
         let id = gate.next_id.load(Ordering::Relaxed);
         gate.next_id.store(id + 1, Ordering::Relaxed);
-        let since = clock::now_nanos();
+        let mut tag = id;
         if name.is_some() {
             // Before `publish`, so a reader that sees the id finds the name.
             *gate.name.lock() = (id, name);
+            tag |= NAMED;
         }
-        gate.holder.publish(id, since);
+        gate.holder.publish(id, clock::now_nanos());
         Self {
             gate: Arc::clone(gate),
-            id,
-            since,
-            name,
-            file_locked,
+            tag,
             _held: held,
         }
+    }
+
+    fn raw_id(&self) -> u64 {
+        self.tag & !NAMED
     }
 
     /// This lease's id.
@@ -663,7 +661,7 @@ impl WriterLease {
     /// # Ok::<(), strata::lease::LeaseError>(())
     /// ```
     pub fn id(&self) -> LeaseId {
-        LeaseId(self.id)
+        LeaseId(self.raw_id())
     }
 
     /// When the lease was granted. Taken from the coarse monotonic clock,
@@ -679,7 +677,8 @@ impl WriterLease {
     /// # Ok::<(), strata::lease::LeaseError>(())
     /// ```
     pub fn acquired_at(&self) -> Instant {
-        clock::instant(self.since)
+        // The holder's timestamp is ours while we hold the lease.
+        clock::instant(self.gate.holder.since())
     }
 
     /// The name given with [`LeaseGate::acquire_as`], if any.
@@ -691,7 +690,15 @@ impl WriterLease {
     /// # Ok::<(), strata::lease::LeaseError>(())
     /// ```
     pub fn name(&self) -> Option<&'static str> {
-        self.name
+        if self.tag & NAMED == 0 {
+            return None;
+        }
+        let named = self.gate.name.lock();
+        if named.0 == self.raw_id() {
+            named.1
+        } else {
+            None
+        }
     }
 
     /// Releases everything; the `Err` of the file unlock, if any.
@@ -700,27 +707,25 @@ impl WriterLease {
         self.release_parts()
     }
 
-    /// Gives the file lock and the permit back, once (`id` 0 marks done).
+    /// Gives the file lock and the permit back, once (`tag` 0 marks done).
     #[inline]
     fn release_parts(&mut self) -> Result<(), LeaseError> {
-        if self.id == 0 {
+        if self.tag == 0 {
             return Ok(());
         }
         let gate = &*self.gate;
         gate.holder.clear();
-        if self.name.is_some() {
+        if self.tag & NAMED != 0 {
             let mut named = gate.name.lock();
-            if named.0 == self.id {
+            if named.0 == self.raw_id() {
                 *named = (0, None);
             }
         }
         let mut result = Ok(());
-        if self.file_locked
-            && let Some(file) = &gate.file
-        {
+        if let Some(file) = &gate.file {
             result = file.raw.unlock().map_err(LeaseError::FileLock);
         }
-        self.id = 0;
+        self.tag = 0;
         gate.sem.release(1);
         result
     }
@@ -736,8 +741,8 @@ impl Drop for WriterLease {
 impl fmt::Debug for WriterLease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WriterLease")
-            .field("id", &self.id)
-            .field("name", &self.name)
+            .field("id", &self.raw_id())
+            .field("name", &self.name())
             .field("acquired_at", &self.acquired_at())
             .finish_non_exhaustive()
     }
@@ -915,7 +920,7 @@ impl<'g> AcquireLease<'g> {
                 let mut phase = std::mem::ManuallyDrop::new(*phase);
                 drop(phase.sleep.take());
                 let held = std::mem::replace(&mut phase.held, HeldToken::none());
-                Ok(WriterLease::grant(self.gate, self.name, true, held))
+                Ok(WriterLease::grant(self.gate, self.name, held))
             }
             // Dropping the phase gives back the file bytes and the permit.
             Err(err) => Err(err),
@@ -936,7 +941,8 @@ impl Future for AcquireLease<'_> {
         if let State::Queued { acquire, entry, .. } = &mut this.state {
             entry.poll(cx);
             if this.fail {
-                if this.gate.sem.try_acquire(1, Mode::Whole).is_err() {
+                // `Unchecked` looks before it CASes: a refusal is one load.
+                if this.gate.sem.try_acquire(1, Mode::Unchecked).is_err() {
                     return this.finish(Err(LeaseError::WriterBusy));
                 }
             } else {
@@ -949,7 +955,7 @@ impl Future for AcquireLease<'_> {
             }
             let held = entry.finish();
             if this.gate.file.is_none() {
-                let lease = WriterLease::grant(this.gate, this.name, false, held);
+                let lease = WriterLease::grant(this.gate, this.name, held);
                 return this.finish(Ok(lease));
             }
             this.enter_file_phase(held);
