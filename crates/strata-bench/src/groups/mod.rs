@@ -6,6 +6,7 @@ use crate::harness::Group;
 pub mod async_locks;
 pub mod cache;
 pub mod diag;
+pub mod lease;
 pub mod locks;
 pub mod par;
 pub mod runtime;
@@ -22,6 +23,7 @@ pub const ALL: &[(&str, Builder)] = &[
     ("diag", diag::group),
     ("runtime", runtime::group),
     ("par", par::group),
+    ("lease", lease::group),
     ("snapshot", snapshot::group),
     ("cache", cache::group),
 ];

@@ -19,6 +19,9 @@ mod storage;
 mod sync;
 
 fn main() {
+    // When the tour runs itself as the second process of the storage
+    // section, it does only that.
+    storage::serve_child_if_requested();
     println!(
         "strata tour — lock-order checking compiled in: {}",
         strata::diag::checking_enabled()

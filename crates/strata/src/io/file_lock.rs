@@ -66,6 +66,13 @@ impl LockMode {
 /// construction site), so lock-order mistakes that mix file locks with
 /// strata locks are reported.
 ///
+/// **Deadlocks to avoid** (the kernel does not detect them for these
+/// locks): a holder that takes a second lock on the same file through
+/// another `FileLock` waits forever if a writer queued in between (a
+/// recursive read behind a waiting writer), and an exclusive request from a
+/// process that already holds the file through another `FileLock` waits
+/// for itself.
+///
 /// On platforms other than Linux, [`open`](Self::open) returns
 /// [`FileLockError::Unsupported`].
 ///

@@ -47,6 +47,12 @@ impl HolderCell {
         self.id.store(0, Ordering::Relaxed);
     }
 
+    /// The holder's timestamp, for the holder itself (only it writes it).
+    #[inline]
+    pub(crate) fn since(&self) -> u64 {
+        self.since.load(Ordering::Relaxed)
+    }
+
     /// The current holder's `(id, since)`, or `None`; never a mix of two.
     pub(crate) fn read(&self) -> Option<(u64, u64)> {
         loop {

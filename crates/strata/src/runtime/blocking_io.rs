@@ -95,9 +95,10 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
 /// waits for them). The handle is cheap to clone; clones share the threads
 /// and the barrier. It does not need strata's work-stealing runtime.
 ///
-/// **Deadlock to avoid:** calling `run_write` from inside a job of the same
-/// executor waits for that job to finish, which it never does; a `run` from
-/// inside a job can do the same when a write is queued in between.
+/// **Deadlocks to avoid:** calling `run_write` from inside a job of the
+/// same executor waits for that job to finish, which it never does; a `run`
+/// from inside a job can do the same when a write is queued in between, or
+/// when every thread is busy with jobs that wait like this one.
 ///
 /// ```
 /// use strata::runtime::BlockingIo;
