@@ -5,13 +5,18 @@ use crate::harness::Group;
 
 pub mod async_locks;
 pub mod locks;
+pub mod stm;
 
 /// Builds a group (its state, thread pools, runtimes).
 pub type Builder = fn() -> Group;
 
 /// Every group, in run order: (CLI name, builder). A group is only built
 /// (its state, thread pools and runtimes created) when it is selected.
-pub const ALL: &[(&str, Builder)] = &[("locks", locks::group), ("async-locks", async_locks::group)];
+pub const ALL: &[(&str, Builder)] = &[
+    ("locks", locks::group),
+    ("async-locks", async_locks::group),
+    ("stm", stm::group),
+];
 
 /// The names of all groups, in run order.
 pub fn names() -> Vec<&'static str> {

@@ -463,7 +463,7 @@ where
                 Step::Again => {}
                 Step::Block => {
                     let node = WaitNode::for_task(cx.waker());
-                    let reads = tx.reads.clone();
+                    let reads = tx.reads.to_vec();
                     // SAFETY: as in `Waiting::cancel`.
                     if unsafe { wait::register_all(&reads, &node) } {
                         bump(Counter::Retries);

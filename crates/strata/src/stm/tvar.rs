@@ -104,6 +104,13 @@ pub(crate) enum Sample<T> {
     Locked,
 }
 
+/// The first lock-word load of a sample (see `clock::now`); under loom the
+/// snapshot's fence provides the order and loom's SeqCst is only AcqRel.
+#[cfg(not(loom))]
+const SNAPSHOT_LOAD: Ordering = Ordering::SeqCst;
+#[cfg(loom)]
+const SNAPSHOT_LOAD: Ordering = Ordering::Acquire;
+
 /// Spins a reader waits for a committer to unlock before giving up.
 const READ_SPINS: u32 = 128;
 
@@ -276,7 +283,8 @@ impl<T: Clone + Send + Sync + 'static> Inner<T> {
     pub(crate) fn sample(&self, pin: Option<&Pin>, spins: u32) -> Sample<T> {
         let mut waited = 0;
         loop {
-            let w1 = self.core.lock.load(Ordering::Acquire);
+            // SeqCst: see `clock::now`.
+            let w1 = self.core.lock.load(SNAPSHOT_LOAD);
             if is_locked(w1) {
                 if waited >= spins {
                     return Sample::Locked;

@@ -1,16 +1,17 @@
 //! `Tx`: one attempt of a transaction — its snapshot, read set, buffered
 //! write set, `or_else` undo log and (in serial mode) the locks it holds.
 
-use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 use super::clock::{self, LOCKED, WAITERS, is_locked, version};
 use super::entry::{CommuteList, OpsOf, State, WriteEntry, make_slot, value_of};
 use super::error::{TxError, TxSignal};
 use super::reclaim::{self, Pin};
 use super::stats::Counter;
-use super::tvar::{Core, Inner, Sample, TVar};
+use super::tvar::{Core, HAS_VALIDATOR, HAS_WATCHES, Inner, Sample, TVar};
 use super::wait::{self, WaitNode};
 use super::word;
 use crate::loom::hint;
@@ -35,21 +36,10 @@ struct Undo {
     level: u32,
 }
 
-/// Buffers reused across transactions on one thread (no allocation per
-/// transaction once warm).
-#[derive(Default)]
-pub(crate) struct Buffers {
-    reads: Vec<ReadEntry>,
-    writes: Vec<WriteEntry>,
-    undo: Vec<Undo>,
-    held: Vec<(*const Core, u64)>,
-    wake: Vec<Arc<WaitNode>>,
-}
-
-#[cfg(not(loom))]
-thread_local! {
-    static BUFFERS: Cell<Buffers> = Cell::new(Buffers::default());
-}
+/// Inline capacities: a transaction touching up to this many `TVar`s
+/// allocates nothing for its read and write sets.
+type Reads = SmallVec<[ReadEntry; 16]>;
+type Writes = SmallVec<[WriteEntry; 8]>;
 
 /// Spins a reader waits on a locked `TVar` before the attempt gives up.
 const READ_SPINS: u32 = 128;
@@ -97,8 +87,8 @@ pub(crate) enum CommitError {
 /// ```
 pub struct Tx<'env, E = std::convert::Infallible> {
     pub(crate) rv: u64,
-    pub(crate) reads: Vec<ReadEntry>,
-    writes: Vec<WriteEntry>,
+    pub(crate) reads: Reads,
+    writes: Writes,
     undo: Vec<Undo>,
     /// Serial mode: every `TVar` touched is locked; the words replaced.
     held: Vec<(*const Core, u64)>,
@@ -111,6 +101,9 @@ pub struct Tx<'env, E = std::convert::Infallible> {
     branches: u32,
     pin: Option<Pin>,
     boxed_writes: bool,
+    /// Some entry owns a box or a commute list (dropping the write set has
+    /// work to do).
+    owns: bool,
     /// An operation signalled a conflict: the attempt must not commit.
     pub(crate) poisoned: bool,
     pub(crate) cause: Counter,
@@ -136,24 +129,22 @@ fn find(writes: &[WriteEntry], bloom: u64, core: *const Core) -> Option<usize> {
 }
 
 impl<'env, E> Tx<'env, E> {
+    #[inline]
     pub(crate) fn new() -> Self {
-        #[cfg(not(loom))]
-        let b = BUFFERS.with(Cell::take);
-        #[cfg(loom)]
-        let b = Buffers::default();
         Tx {
             rv: 0,
-            reads: b.reads,
-            writes: b.writes,
-            undo: b.undo,
-            held: b.held,
-            wake: b.wake,
+            reads: SmallVec::new(),
+            writes: SmallVec::new(),
+            undo: Vec::new(),
+            held: Vec::new(),
+            wake: Vec::new(),
             bloom: 0,
             held_bloom: 0,
             branch: 0,
             branches: 0,
             pin: None,
             boxed_writes: false,
+            owns: false,
             poisoned: false,
             cause: Counter::ReadConflict,
             serial: false,
@@ -171,8 +162,11 @@ impl<'env, E> Tx<'env, E> {
     }
 
     /// Drops every buffered value and releases serial-mode locks.
+    #[inline]
     fn clear(&mut self) {
-        self.release_held();
+        if !self.held.is_empty() {
+            self.release_held();
+        }
         self.reads.clear();
         // Undo records first: they find their value type through the entry.
         while let Some(u) = self.undo.pop() {
@@ -180,9 +174,14 @@ impl<'env, E> Tx<'env, E> {
             // SAFETY: the record owns the saved slot.
             unsafe { (ops.drop_slot)(u.state, u.word, u.ptr) };
         }
-        for e in self.writes.drain(..) {
-            // SAFETY: the entry owns its slot unless published.
-            unsafe { (e.ops.drop_slot)(e.state, e.word, e.ptr) };
+        if self.owns {
+            for e in self.writes.drain(..) {
+                // SAFETY: the entry owns its slot unless published.
+                unsafe { (e.ops.drop_slot)(e.state, e.word, e.ptr) };
+            }
+            self.owns = false;
+        } else {
+            self.writes.clear();
         }
         self.bloom = 0;
         self.held_bloom = 0;
@@ -269,7 +268,7 @@ impl<'env, E> Tx<'env, E> {
             Sample::Value(v, w) => {
                 let ver = version(w);
                 self.reads.push((core, ver));
-                if ver > self.rv && !self.extend() {
+                if ver > self.rv && !self.extend(ver) {
                     return self.conflict(Counter::ReadConflict);
                 }
                 Ok(v)
@@ -277,13 +276,15 @@ impl<'env, E> Tx<'env, E> {
         }
     }
 
-    /// Moves the snapshot to now if nothing read so far has changed.
+    /// Moves the snapshot up to (at least) `seen`, a version just read, if
+    /// nothing read so far has changed.
     #[cold]
-    fn extend(&mut self) -> bool {
+    fn extend(&mut self, seen: u64) -> bool {
+        clock::observe(seen);
         let now = clock::now();
         for &(core, ver) in &self.reads {
             // SAFETY: cores in the read set belong to `TVar`s borrowed for `'env`.
-            let w = unsafe { (*core).lock.load(Ordering::Acquire) };
+            let w = unsafe { (*core).lock.load(Ordering::SeqCst) };
             if is_locked(w) || version(w) != ver {
                 return false;
             }
@@ -308,7 +309,7 @@ impl<'env, E> Tx<'env, E> {
             let w = lock.load(Ordering::Relaxed);
             if !is_locked(w)
                 && lock
-                    .compare_exchange_weak(w, w | LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange_weak(w, w | LOCKED, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
             {
                 self.held.push((core, w));
@@ -400,6 +401,7 @@ impl<'env, E> Tx<'env, E> {
         is_word: bool,
     ) {
         self.boxed_writes |= !is_word;
+        self.owns |= !is_word || state == State::Commute;
         self.bloom |= bit(core);
         self.writes.push(WriteEntry {
             core,
@@ -652,23 +654,28 @@ impl<'env, E> Tx<'env, E> {
             locks.n += 1;
         }
         for e in locks.writes.iter_mut() {
-            // SAFETY: we hold the lock of every entry's TVar.
-            unsafe { (e.ops.resolve)(e) };
+            if e.state == State::Commute {
+                // SAFETY: we hold the lock of every entry's TVar.
+                unsafe { (e.ops.resolve)(e) };
+            }
+            // SAFETY: the core outlives the transaction.
+            let flags = unsafe { (*e.core).flags.load(Ordering::Acquire) };
             // SAFETY: entries are `Value` after `resolve`.
-            if !unsafe { (e.ops.validate)(e) } {
+            if flags & HAS_VALIDATOR != 0 && !unsafe { (e.ops.validate)(e) } {
                 // SAFETY: the core outlives the transaction.
                 return Err(CommitError::Invalid(unsafe { (*e.core).id }));
             }
         }
-        let wv = clock::tick();
-        // Nobody committed since our snapshot: the reads are still valid.
-        if wv != self.rv + 1 && !validate_reads(&self.reads, locks.writes, self.bloom) {
+        let replaced = locks.writes.iter().map(|e| version(e.old_lock)).max();
+        let wv = clock::write_version(replaced.unwrap_or(0));
+        if !validate_reads(&self.reads, locks.writes, self.bloom) {
             return Err(CommitError::Conflict(Counter::ValidationConflict));
         }
         for e in locks.writes.iter_mut() {
             // SAFETY: locked, `Value`, pinned if boxed.
             unsafe { (e.ops.publish)(e, self.pin.as_ref()) };
         }
+        self.owns = false;
         let new = clock::word(wv);
         for e in locks.writes.iter() {
             // SAFETY: the core outlives the transaction; we hold its lock.
@@ -686,17 +693,21 @@ impl<'env, E> Tx<'env, E> {
     /// have changed and the commit cannot fail (bar a validator).
     fn commit_serial(&mut self) -> Result<(), CommitError> {
         for e in self.writes.iter_mut() {
+            // SAFETY: the core outlives the transaction.
+            let flags = unsafe { (*e.core).flags.load(Ordering::Acquire) };
             // SAFETY: serial mode holds the lock of every entry's TVar.
-            if !unsafe { (e.ops.validate)(e) } {
+            if flags & HAS_VALIDATOR != 0 && !unsafe { (e.ops.validate)(e) } {
                 // SAFETY: the core outlives the transaction.
                 return Err(CommitError::Invalid(unsafe { (*e.core).id }));
             }
         }
-        let wv = clock::tick();
+        let replaced = self.held.iter().map(|&(_, old)| version(old)).max();
+        let wv = clock::write_version(replaced.unwrap_or(0));
         for e in self.writes.iter_mut() {
             // SAFETY: locked, `Value` (serial commutes apply at once), pinned.
             unsafe { (e.ops.publish)(e, self.pin.as_ref()) };
         }
+        self.owns = false;
         let new = clock::word(wv);
         for (core, old) in self.held.drain(..) {
             // SAFETY: held cores belong to `TVar`s borrowed for `'env`.
@@ -721,8 +732,12 @@ impl<'env, E> Tx<'env, E> {
             n.wake();
         }
         for e in &self.writes {
-            // SAFETY: published by this thread, still pinned.
-            unsafe { (e.ops.watch)(e) };
+            // SAFETY: the core outlives the transaction.
+            let flags = unsafe { (*e.core).flags.load(Ordering::Acquire) };
+            if flags & HAS_WATCHES != 0 {
+                // SAFETY: published by this thread, still pinned.
+                unsafe { (e.ops.watch)(e) };
+            }
         }
     }
 }
@@ -731,7 +746,7 @@ impl<'env, E> Tx<'env, E> {
 fn validate_reads(reads: &[ReadEntry], writes: &[WriteEntry], bloom: u64) -> bool {
     reads.iter().all(|&(core, ver)| {
         // SAFETY: cores in the read set belong to `TVar`s borrowed for `'env`.
-        let w = unsafe { (*core).lock.load(Ordering::Acquire) };
+        let w = unsafe { (*core).lock.load(Ordering::SeqCst) };
         if is_locked(w) {
             // Ours? Then compare with the word our lock replaced.
             find(writes, bloom, core).is_some_and(|i| version(writes[i].old_lock) == ver)
@@ -757,7 +772,8 @@ fn try_lock(e: &mut WriteEntry) -> bool {
             w = lock.load(Ordering::Relaxed);
             continue;
         }
-        match lock.compare_exchange_weak(w, w | LOCKED, Ordering::Acquire, Ordering::Relaxed) {
+        // SeqCst: see `clock::now`.
+        match lock.compare_exchange_weak(w, w | LOCKED, Ordering::SeqCst, Ordering::Relaxed) {
             Ok(_) => {
                 e.old_lock = w;
                 return true;
@@ -786,17 +802,5 @@ impl Drop for Unlock<'_> {
 impl<E> Drop for Tx<'_, E> {
     fn drop(&mut self) {
         self.clear();
-        self.pin = None;
-        #[cfg(not(loom))]
-        {
-            let b = Buffers {
-                reads: std::mem::take(&mut self.reads),
-                writes: std::mem::take(&mut self.writes),
-                undo: std::mem::take(&mut self.undo),
-                held: std::mem::take(&mut self.held),
-                wake: std::mem::take(&mut self.wake),
-            };
-            let _ = BUFFERS.try_with(|c| c.set(b));
-        }
     }
 }
