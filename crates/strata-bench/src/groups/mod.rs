@@ -4,6 +4,7 @@
 use crate::harness::Group;
 
 pub mod async_locks;
+pub mod atom;
 pub mod locks;
 pub mod stm;
 
@@ -16,6 +17,7 @@ pub const ALL: &[(&str, Builder)] = &[
     ("locks", locks::group),
     ("async-locks", async_locks::group),
     ("stm", stm::group),
+    ("atom", atom::group),
 ];
 
 /// The names of all groups, in run order.

@@ -60,13 +60,13 @@
 mod clock;
 mod entry;
 mod error;
-mod reclaim;
+pub(crate) mod reclaim;
 mod run;
 mod stats;
 mod tvar;
 mod tx;
 mod wait;
-mod word;
+pub(crate) mod word;
 
 pub use error::{Limits, StmError, TxError, TxSignal};
 pub use run::{

@@ -38,6 +38,38 @@ loom::lazy_static! {
 }
 
 impl Pin {
+    /// Drops one strong count of the `Arc` behind `ptr` once no thread
+    /// pinned now can still be reading it.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` came from `Arc::into_raw`, the caller owns that count, and no
+    /// new reader can load `ptr` any more.
+    #[inline]
+    pub(crate) unsafe fn retire_arc<T: Send + Sync + 'static>(&self, ptr: *const T) {
+        #[cfg(not(loom))]
+        {
+            struct SendPtr<T>(*const T);
+            // SAFETY: an `Arc<T: Send + Sync>` may be dropped anywhere.
+            unsafe impl<T: Send + Sync> Send for SendPtr<T> {}
+            let p = SendPtr(ptr);
+            // SAFETY: as for `retire`: unlinked, and freed only after every
+            // reader pinned before now has unpinned.
+            unsafe {
+                self.0.defer_unchecked(move || {
+                    let p = p;
+                    drop(std::sync::Arc::from_raw(p.0));
+                });
+            }
+        }
+        #[cfg(loom)]
+        {
+            // SAFETY: per the contract we own this count.
+            let a = unsafe { std::sync::Arc::from_raw(ptr) };
+            GRAVEYARD.lock().push(Grave(Box::new(a)));
+        }
+    }
+
     /// Frees `ptr` once no thread pinned now can still be reading it.
     ///
     /// # Safety
