@@ -60,6 +60,8 @@
 mod clock;
 mod entry;
 mod error;
+#[cfg(all(test, loom))]
+mod loom_models;
 pub(crate) mod reclaim;
 mod run;
 mod stats;

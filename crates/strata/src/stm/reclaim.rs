@@ -29,6 +29,7 @@ pub(crate) fn pin() -> Pin {
 }
 
 #[cfg(loom)]
+#[allow(dead_code)] // held only to be dropped when the model ends
 struct Grave(Box<dyn std::any::Any + Send>);
 
 #[cfg(loom)]

@@ -30,21 +30,30 @@ static SERIAL: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
 #[cfg(not(loom))]
 type SerialGuard = parking_lot::MutexGuard<'static, ()>;
+/// Under loom serial mode is never entered.
 #[cfg(loom)]
-type SerialGuard = ();
+struct SerialGuard;
 
 fn serial_lock(on: bool) -> Option<SerialGuard> {
     #[cfg(not(loom))]
     return on.then(|| SERIAL.lock());
     #[cfg(loom)]
-    return on.then_some(());
+    return on.then_some(SerialGuard);
 }
 
+#[cfg(not(loom))]
 thread_local! {
     /// Set while this thread runs a transaction closure or commit.
     static IN_TX: Cell<bool> = const { Cell::new(false) };
     /// xorshift state for randomized backoff.
     static RNG: Cell<u64> = const { Cell::new(0) };
+}
+
+// loom runs model threads on one OS thread: per-thread state must be loom's.
+#[cfg(loom)]
+loom::thread_local! {
+    static IN_TX: Cell<bool> = Cell::new(false);
+    static RNG: Cell<u64> = Cell::new(0);
 }
 
 /// Marks the thread as inside a transaction until dropped (also on panic).
@@ -73,6 +82,13 @@ impl Drop for InTx {
 /// consecutive conflict (capped), so two transactions that keep colliding
 /// drift apart. Nanoseconds to a few microseconds; never sleeps.
 fn backoff(conflicts: u32) {
+    // loom needs determinism (and a yield to let the other thread on).
+    #[cfg(loom)]
+    {
+        let _ = (conflicts, &RNG);
+        crate::loom::hint::spin_loop();
+    }
+    #[cfg(not(loom))]
     let r = RNG.with(|c| {
         let mut x = c.get();
         if x == 0 {
@@ -84,8 +100,8 @@ fn backoff(conflicts: u32) {
         c.set(x);
         x
     });
-    let spins = r % (1u64 << conflicts.min(10));
-    for _ in 0..spins {
+    #[cfg(not(loom))]
+    for _ in 0..r % (1u64 << conflicts.min(10)) {
         crate::loom::hint::spin_loop();
     }
 }

@@ -4,6 +4,8 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use crate::loom::sync::Arc as ModelArc;
+
 use smallvec::SmallVec;
 
 use super::clock::{self, LOCKED, WAITERS, is_locked, version};
@@ -92,7 +94,7 @@ pub struct Tx<'env, E = std::convert::Infallible> {
     undo: Vec<Undo>,
     /// Serial mode: every `TVar` touched is locked; the words replaced.
     held: Vec<(*const Core, u64)>,
-    wake: Vec<Arc<WaitNode>>,
+    wake: Vec<ModelArc<WaitNode>>,
     /// Bit `hash(core) % 64` set for every written `TVar`.
     bloom: u64,
     held_bloom: u64,
