@@ -389,19 +389,22 @@ pub fn abort<T, E>(e: E) -> Stm<T, E> {
 /// it nests: `or_else(a, or_else(b, c))`.
 ///
 /// ```
-/// use strata::stm::{atomically, or_else, retry, TVar};
+/// use strata::stm::{atomically, or_else, retry, Stm, TVar, Tx};
 ///
-/// let q1 = TVar::new(Vec::<u8>::new());
-/// let q2 = TVar::new(vec![9u8]);
-/// let pop = |q: &TVar<Vec<u8>>| {
-///     move |tx: &mut strata::stm::Tx<'_>| {
+/// // Transaction pieces that borrow `TVar`s are best written as functions
+/// // over `Tx<'a>` (a closure annotated `&mut Tx<'_>` would demand
+/// // `'static` `TVar`s).
+/// fn pop<'a>(q: &'a TVar<Vec<u8>>) -> impl FnMut(&mut Tx<'a>) -> Stm<u8> {
+///     move |tx| {
 ///         let mut v = tx.read(q)?;
 ///         match v.pop() {
 ///             Some(x) => { tx.write(q, v)?; Ok(x) }
 ///             None => retry(),
 ///         }
 ///     }
-/// };
+/// }
+/// let q1 = TVar::new(Vec::<u8>::new());
+/// let q2 = TVar::new(vec![9u8]);
 /// assert_eq!(atomically(or_else(pop(&q1), pop(&q2))).unwrap(), 9);
 /// ```
 pub fn or_else<'env, R, E>(
