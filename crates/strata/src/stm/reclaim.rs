@@ -38,7 +38,34 @@ loom::lazy_static! {
         crate::loom::sync::Mutex::new(Vec::new());
 }
 
+/// Retirements between two flushes of the thread's garbage bag.
+#[cfg(not(loom))]
+const FLUSH_EVERY: u32 = 8;
+
+#[cfg(not(loom))]
+thread_local! {
+    static RETIRED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 impl Pin {
+    /// crossbeam-epoch frees garbage in bags of 64, up to 8 bags per
+    /// collection: a writer that retires on every operation then pays for
+    /// hundreds of frees at once every so often (tens of microseconds at the
+    /// 99th percentile). Handing the bag over every few retirements keeps
+    /// each collection small.
+    #[cfg(not(loom))]
+    #[inline]
+    fn smooth(&self) {
+        let n = RETIRED.with(|c| {
+            let n = c.get() + 1;
+            c.set(if n >= FLUSH_EVERY { 0 } else { n });
+            n
+        });
+        if n >= FLUSH_EVERY {
+            self.0.flush();
+        }
+    }
+
     /// Drops one strong count of the `Arc` behind `ptr` once no thread
     /// pinned now can still be reading it.
     ///
@@ -62,6 +89,7 @@ impl Pin {
                     drop(std::sync::Arc::from_raw(p.0));
                 });
             }
+            self.smooth();
         }
         #[cfg(loom)]
         {
@@ -95,6 +123,7 @@ impl Pin {
                     drop(Box::from_raw(p.0));
                 });
             }
+            self.smooth();
         }
         #[cfg(loom)]
         {
