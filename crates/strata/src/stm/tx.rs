@@ -1,6 +1,7 @@
 //! `Tx`: one attempt of a transaction — its snapshot, read set, buffered
 //! write set, `or_else` undo log and (in serial mode) the locks it holds.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -95,8 +96,7 @@ pub struct Tx<'env, E = std::convert::Infallible> {
     /// Serial mode: every `TVar` touched is locked; the words replaced.
     held: Vec<(*const Core, u64)>,
     wake: Vec<ModelArc<WaitNode>>,
-    /// Bit `hash(core) % 64` set for every written `TVar`.
-    bloom: u64,
+    lookup: Lookup,
     held_bloom: u64,
     /// The `or_else` branch running now (0: none) and the last id given out.
     branch: u32,
@@ -122,12 +122,64 @@ fn bit(core: *const Core) -> u64 {
     1 << ((core as usize >> 6) & 63)
 }
 
-#[inline]
-fn find(writes: &[WriteEntry], bloom: u64, core: *const Core) -> Option<usize> {
-    if bloom & bit(core) == 0 {
-        return None;
+/// Write-set sizes from which lookups go through a hash index: a linear
+/// scan per access would make a transaction writing many `TVar`s quadratic.
+const INDEX_AT: usize = 32;
+
+/// Finds a `TVar`'s write entry: a 64-bit bloom filter answers most misses
+/// at once; small sets are scanned, large ones indexed.
+#[derive(Default)]
+struct Lookup {
+    bloom: u64,
+    index: Option<HashMap<*const Core, usize>>,
+}
+
+impl Lookup {
+    #[inline]
+    fn get(&self, writes: &[WriteEntry], core: *const Core) -> Option<usize> {
+        if self.bloom & bit(core) == 0 {
+            return None;
+        }
+        match &self.index {
+            Some(ix) => ix.get(&core).copied(),
+            None => writes.iter().rposition(|e| e.core == core),
+        }
     }
-    writes.iter().rposition(|e| e.core == core)
+
+    /// After a push onto `writes`.
+    #[inline]
+    fn added(&mut self, writes: &[WriteEntry]) {
+        let i = writes.len() - 1;
+        let core = writes[i].core;
+        self.bloom |= bit(core);
+        match &mut self.index {
+            Some(ix) => {
+                ix.insert(core, i);
+            }
+            None if writes.len() > INDEX_AT => {
+                self.index = Some(
+                    writes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| (e.core, i))
+                        .collect(),
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// After `writes` was truncated (an `or_else` rollback).
+    fn truncated(&mut self, writes: &[WriteEntry]) {
+        if let Some(ix) = &mut self.index {
+            ix.retain(|_, i| *i < writes.len());
+        }
+    }
+
+    fn clear(&mut self) {
+        self.bloom = 0;
+        self.index = None;
+    }
 }
 
 impl<'env, E> Tx<'env, E> {
@@ -140,7 +192,7 @@ impl<'env, E> Tx<'env, E> {
             undo: Vec::new(),
             held: Vec::new(),
             wake: Vec::new(),
-            bloom: 0,
+            lookup: Lookup::default(),
             held_bloom: 0,
             branch: 0,
             branches: 0,
@@ -185,7 +237,7 @@ impl<'env, E> Tx<'env, E> {
         } else {
             self.writes.clear();
         }
-        self.bloom = 0;
+        self.lookup.clear();
         self.held_bloom = 0;
         self.branch = 0;
         self.branches = 0;
@@ -242,7 +294,7 @@ impl<'env, E> Tx<'env, E> {
         }
         let inner: &'env Inner<T> = &tv.inner;
         let core = &inner.core as *const Core;
-        if let Some(i) = find(&self.writes, self.bloom, core) {
+        if let Some(i) = self.lookup.get(&self.writes, core) {
             let e = &self.writes[i];
             if e.state == State::Value {
                 // SAFETY: a `Value` entry of this `TVar<T>`.
@@ -380,7 +432,7 @@ impl<'env, E> Tx<'env, E> {
         if self.serial {
             self.lock_serial(core);
         }
-        match find(&self.writes, self.bloom, core) {
+        match self.lookup.get(&self.writes, core) {
             Some(i) => self.set_value(i, value),
             None => self.push(
                 core,
@@ -404,7 +456,6 @@ impl<'env, E> Tx<'env, E> {
     ) {
         self.boxed_writes |= !is_word;
         self.owns |= !is_word || state == State::Commute;
-        self.bloom |= bit(core);
         self.writes.push(WriteEntry {
             core,
             ops,
@@ -416,6 +467,7 @@ impl<'env, E> Tx<'env, E> {
             old_word: 0,
             old_ptr: std::ptr::null_mut(),
         });
+        self.lookup.added(&self.writes);
     }
 
     /// Replaces entry `i`'s slot with `value`, saving the old slot first if
@@ -522,7 +574,7 @@ impl<'env, E> Tx<'env, E> {
         // SAFETY: only the lifetime is erased; the list lives in this
         // transaction's write set, which never outlives `'env`.
         let f: Arc<dyn Fn(T) -> T> = unsafe { std::mem::transmute(f) };
-        match find(&self.writes, self.bloom, core) {
+        match self.lookup.get(&self.writes, core) {
             None => {
                 let list: CommuteList<T> = vec![f];
                 let p = Box::into_raw(Box::new(list)).cast();
@@ -628,6 +680,7 @@ impl<'env, E> Tx<'env, E> {
             // SAFETY: the entry owns its slot.
             unsafe { (e.ops.drop_slot)(e.state, e.word, e.ptr) };
         }
+        self.lookup.truncated(&self.writes);
     }
 
     /// Commits the buffered writes. A read-only attempt commits for free:
@@ -670,7 +723,7 @@ impl<'env, E> Tx<'env, E> {
         }
         let replaced = locks.writes.iter().map(|e| version(e.old_lock)).max();
         let wv = clock::write_version(replaced.unwrap_or(0));
-        if !validate_reads(&self.reads, locks.writes, self.bloom) {
+        if !validate_reads(&self.reads, locks.writes, &self.lookup) {
             return Err(CommitError::Conflict(Counter::ValidationConflict));
         }
         for e in locks.writes.iter_mut() {
@@ -714,7 +767,7 @@ impl<'env, E> Tx<'env, E> {
         for (core, old) in self.held.drain(..) {
             // SAFETY: held cores belong to `TVar`s borrowed for `'env`.
             let c = unsafe { &*core };
-            if find(&self.writes, self.bloom, core).is_some() {
+            if self.lookup.get(&self.writes, core).is_some() {
                 if old & WAITERS != 0 {
                     wait::take_waiters(c, &mut self.wake);
                 }
@@ -745,13 +798,15 @@ impl<'env, E> Tx<'env, E> {
 }
 
 /// Validates the read set at commit, the write set locked.
-fn validate_reads(reads: &[ReadEntry], writes: &[WriteEntry], bloom: u64) -> bool {
+fn validate_reads(reads: &[ReadEntry], writes: &[WriteEntry], lookup: &Lookup) -> bool {
     reads.iter().all(|&(core, ver)| {
         // SAFETY: cores in the read set belong to `TVar`s borrowed for `'env`.
         let w = unsafe { (*core).lock.load(Ordering::SeqCst) };
         if is_locked(w) {
             // Ours? Then compare with the word our lock replaced.
-            find(writes, bloom, core).is_some_and(|i| version(writes[i].old_lock) == ver)
+            lookup
+                .get(writes, core)
+                .is_some_and(|i| version(writes[i].old_lock) == ver)
         } else {
             version(w) == ver
         }
