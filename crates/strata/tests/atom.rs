@@ -51,6 +51,8 @@ fn readers_see_only_published_values() {
             while !stop.load(Ordering::Relaxed) {
                 let v = a.load();
                 assert!(v.iter().all(|&x| x == v.len() as u64));
+                // The refcount-free read sees whole values too.
+                assert!(a.read(|v| v.iter().all(|&x| x == v.len() as u64)));
             }
         });
         thread::sleep(std::time::Duration::from_millis(50));

@@ -4,7 +4,9 @@
 //! - `swap_1w`, `swap_2w`: 1 or 2 threads replacing a small struct
 //!   (`[u64; 4]`, every field incremented) with `swap(f)` / `rcu(f)` /
 //!   lock-clone-replace. One operation is one successful swap.
-//! - `read_mostly_2t`: 2 threads, 9 loads (reading the value) for every swap.
+//! - `read_mostly_2t`: 2 threads, 9 reads of the value for every swap
+//!   (strata `Atom::read`, arc-swap `load` guard, or the mutex: no `Arc`
+//!   clone where the impl can avoid one).
 //! - `swap_u64_2w`: 2 writers incrementing a `u64`; `atomic_u64` is the
 //!   lower bound a word CAS can reach.
 //!
@@ -44,7 +46,8 @@ impl<T: Copy + Send + Sync + 'static> Cell<T> for strata::atom::Atom<T> {
     }
     #[inline]
     fn read(&self) -> T {
-        *self.load()
+        // The guard-style read (no refcount traffic), as arc-swap's `load`.
+        strata::atom::Atom::read(self, |v| *v)
     }
     fn put(&self, v: T) {
         if self.reset(v).is_err() {

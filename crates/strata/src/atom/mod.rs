@@ -116,6 +116,24 @@ impl<T: Send + Sync + 'static> Atom<T> {
         unsafe { RawCell::share(p) }
     }
 
+    /// Calls `f` with the current value without taking a reference count:
+    /// no write to shared memory, so readers on many threads do not contend
+    /// (prefer it to [`load`](Atom::load) for short reads). The value stays
+    /// alive until `f` returns even if a writer replaces it meanwhile; keep
+    /// `f` short, it delays reclamation.
+    ///
+    /// ```
+    /// let a = strata::atom::Atom::new(vec![1, 2, 3]);
+    /// assert_eq!(a.read(|v| v.len()), 3);
+    /// ```
+    #[inline]
+    pub fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        let pin = self.cell.pin();
+        let p = self.cell.current(&pin);
+        // SAFETY: `p` was loaded under `pin`, which outlives the call.
+        f(unsafe { &*p })
+    }
+
     /// Replaces the value with `f(current)` and returns the new value. A CAS
     /// loop: if another writer got in first, `f` runs again on the newer
     /// value, so it must be pure. A value the validator rejects is returned
