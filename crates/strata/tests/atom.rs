@@ -187,3 +187,41 @@ fn replaced_values_are_dropped_at_most_once() {
     let dropped = DROPPED.lock().unwrap().as_ref().map_or(0, HashSet::len) as u64;
     assert!(dropped <= made);
 }
+
+/// Replaced values are reclaimed, not leaked: after the writing thread has
+/// exited and the atom is gone, every value is eventually dropped.
+#[test]
+fn replaced_values_are_eventually_reclaimed() {
+    static LIVE: AtomicU64 = AtomicU64::new(0);
+    #[derive(Debug)]
+    struct Counted;
+    impl Counted {
+        fn new() -> Self {
+            LIVE.fetch_add(1, Ordering::SeqCst);
+            Counted
+        }
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    thread::spawn(|| {
+        let a = Atom::new(Counted::new());
+        for _ in 0..10_000 {
+            a.swap(|_| Counted::new()).unwrap();
+        }
+        // While the writer runs, garbage stays bounded (freed as it goes).
+        assert!(LIVE.load(Ordering::SeqCst) < 5_000);
+    })
+    .join()
+    .unwrap();
+    for _ in 0..100_000 {
+        if LIVE.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        crossbeam_epoch::pin().flush();
+        thread::yield_now();
+    }
+    assert_eq!(LIVE.load(Ordering::SeqCst), 0, "values leaked");
+}
