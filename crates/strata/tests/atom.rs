@@ -208,11 +208,14 @@ fn replaced_values_are_eventually_reclaimed() {
     }
     thread::spawn(|| {
         let a = Atom::new(Counted::new());
-        for _ in 0..10_000 {
+        let mut most = 0;
+        for _ in 0..50_000 {
             a.swap(|_| Counted::new()).unwrap();
+            most = most.max(LIVE.load(Ordering::SeqCst));
         }
-        // While the writer runs, garbage stays bounded (freed as it goes).
-        assert!(LIVE.load(Ordering::SeqCst) < 5_000);
+        // While the writer runs, garbage stays bounded (freed as it goes):
+        // a few crossbeam bags' worth of 32-value batches, not all 50 000.
+        assert!(most < 10_000, "{most} values alive at once");
     })
     .join()
     .unwrap();

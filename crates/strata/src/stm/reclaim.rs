@@ -64,12 +64,20 @@ mod limbo {
     /// Values freed per retirement once their batch is safe: more than the
     /// one retired, so limbo drains.
     const FREE_PER_RETIRE: usize = 3;
+    /// Bytes retired after which the thread's crossbeam bag is handed over
+    /// early. Handing it over is what lets the epoch run the batch flags,
+    /// but another thread then executes a 2 KiB bag this thread wrote (tens
+    /// of cache misses, microseconds): small values wait for the bag to
+    /// fill (64 batches), large ones are not held back for long.
+    const FLUSH_BYTES: usize = 256 << 10;
 
     /// One unlinked value and how to free it.
     #[derive(Clone, Copy)]
     pub(super) struct Retired {
         pub(super) ptr: *mut (),
         pub(super) free: unsafe fn(*mut ()),
+        /// Roughly what freeing it returns to the allocator.
+        pub(super) bytes: usize,
     }
 
     struct Batch {
@@ -81,6 +89,7 @@ mod limbo {
     struct Limbo {
         open: Vec<Retired>,
         sealed: VecDeque<Batch>,
+        unflushed: usize,
     }
 
     /// Moves a batch's values between threads (they are only ever freed).
@@ -141,6 +150,7 @@ mod limbo {
                 // Re-entered from a value's drop: hand this one over below.
                 return Some(r);
             };
+            l.unflushed += r.bytes;
             l.open.push(r);
             if l.open.len() >= BATCH {
                 let safe = Arc::new(AtomicBool::new(false));
@@ -149,7 +159,10 @@ mod limbo {
                 // it once every thread pinned now (after the batch's values
                 // were unlinked) has unpinned.
                 unsafe { guard.defer_unchecked(move || flag.store(true, Ordering::Release)) };
-                guard.flush();
+                if l.unflushed >= FLUSH_BYTES {
+                    l.unflushed = 0;
+                    guard.flush();
+                }
                 let items = std::mem::take(&mut l.open).into();
                 l.sealed.push_back(Batch { safe, items });
             }
@@ -218,6 +231,7 @@ impl Pin {
                     limbo::Retired {
                         ptr: ptr.cast(),
                         free: free::<T>,
+                        bytes: std::mem::size_of::<T>(),
                     },
                 )
             };
@@ -255,6 +269,7 @@ impl Pin {
                     limbo::Retired {
                         ptr: ptr.cast_mut().cast(),
                         free: free::<T>,
+                        bytes: 2 * std::mem::size_of::<usize>() + std::mem::size_of::<T>(),
                     },
                 )
             };
