@@ -848,3 +848,35 @@ fn async_under_futures_executor_with_user_errors() {
     }));
     assert_eq!(r, Err(StmError::Abort("small")));
 }
+
+/// A transaction writing hundreds of `TVar`s (hash-indexed write set),
+/// re-reading them, and rolling back an `or_else` branch that wrote more.
+#[test]
+fn large_transactions_read_their_writes_and_roll_back() {
+    let vars: Vec<TVar<u64>> = (0..600).map(TVar::new).collect();
+    let sum = atomically(|tx| {
+        for v in &vars[..400] {
+            tx.modify(v, |x| x + 1000)?;
+        }
+        tx.or_else(
+            |tx| {
+                for v in &vars {
+                    tx.modify(v, |x| x + 1)?;
+                }
+                retry::<(), _>()
+            },
+            |_| Ok(()),
+        )?;
+        let mut sum = 0;
+        for v in &vars {
+            sum += tx.read(v)?;
+        }
+        Ok(sum)
+    })
+    .unwrap();
+    let expect: u64 = (0..600).sum::<u64>() + 400 * 1000;
+    assert_eq!(sum, expect);
+    assert_eq!(vars.iter().map(TVar::load).sum::<u64>(), expect);
+    assert_eq!(vars[0].load(), 1000);
+    assert_eq!(vars[599].load(), 599);
+}

@@ -4,6 +4,7 @@
 use crate::harness::Group;
 
 pub mod async_locks;
+pub mod atom;
 pub mod cache;
 pub mod diag;
 pub mod lease;
@@ -11,6 +12,7 @@ pub mod locks;
 pub mod par;
 pub mod runtime;
 pub mod snapshot;
+pub mod stm;
 
 /// Builds a group (its state, thread pools, runtimes).
 pub type Builder = fn() -> Group;
@@ -23,6 +25,8 @@ pub const ALL: &[(&str, Builder)] = &[
     ("diag", diag::group),
     ("runtime", runtime::group),
     ("par", par::group),
+    ("stm", stm::group),
+    ("atom", atom::group),
     ("lease", lease::group),
     ("snapshot", snapshot::group),
     ("cache", cache::group),

@@ -60,13 +60,15 @@
 mod clock;
 mod entry;
 mod error;
-mod reclaim;
+#[cfg(all(test, loom))]
+mod loom_models;
+pub(crate) mod reclaim;
 mod run;
 mod stats;
 mod tvar;
 mod tx;
 mod wait;
-mod word;
+pub(crate) mod word;
 
 pub use error::{Limits, StmError, TxError, TxSignal};
 pub use run::{

@@ -1,15 +1,29 @@
-//! Safe reclamation of replaced `TVar` values.
+//! Safe reclamation of replaced values (`TVar` boxes, `Atom` arcs).
 //!
-//! A non-word `TVar` publishes each committed value as its own heap box; a
-//! reader clones out of the box it found while pinned, so a committer that
-//! replaces the box must not free it until every reader that might still
-//! hold the pointer has unpinned. crossbeam-epoch does exactly that.
+//! A reader loads a pointer while pinned and uses the pointee until it
+//! unpins, so a writer that unlinks a value must not free it until every
+//! thread pinned at that time has unpinned. crossbeam-epoch tracks that.
 //!
-//! Under loom (which cannot model crossbeam-epoch's globals) replaced boxes
+//! But crossbeam frees garbage in bursts (bags of 64 deferred functions, up
+//! to 8 bags per collection): a writer that retires on every operation pays
+//! hundreds of frees at once every so often — tens of microseconds at the
+//! 99th percentile. So values are not handed to crossbeam one by one. The
+//! retiring thread keeps them in its own limbo list, in batches; for each
+//! batch one deferred function merely raises the batch's "safe" flag once
+//! the epoch has moved past it. The thread then frees a few values of the
+//! oldest safe batch on each later retirement: the same total work, spread
+//! evenly, on the thread that made the garbage.
+//!
+//! Soundness: every value of a batch was unlinked before the batch's flag
+//! was deferred, so when crossbeam runs the flag function no thread can
+//! still hold a pointer to any of them.
+//!
+//! Under loom (which cannot model crossbeam-epoch's globals) replaced values
 //! go to a per-execution graveyard freed when the model ends: the models
-//! check the lock-word protocol, and reclamation is crossbeam's to verify.
+//! check the lock-word and CAS protocols; reclamation is verified by tests.
 
-/// Proof that the thread is pinned: boxes loaded while it lives stay valid.
+/// Proof that the thread is pinned: pointers loaded while it lives stay
+/// valid.
 #[cfg(not(loom))]
 pub(crate) struct Pin(crossbeam_epoch::Guard);
 
@@ -29,6 +43,7 @@ pub(crate) fn pin() -> Pin {
 }
 
 #[cfg(loom)]
+#[allow(dead_code)] // held only to be dropped when the model ends
 struct Grave(Box<dyn std::any::Any + Send>);
 
 #[cfg(loom)]
@@ -37,8 +52,162 @@ loom::lazy_static! {
         crate::loom::sync::Mutex::new(Vec::new());
 }
 
+#[cfg(not(loom))]
+mod limbo {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Values per batch (one crossbeam deferred function each).
+    const BATCH: usize = 32;
+    /// Values freed per retirement once their batch is safe: more than the
+    /// one retired, so limbo drains.
+    const FREE_PER_RETIRE: usize = 3;
+    /// Bytes retired after which the thread's crossbeam bag is handed over
+    /// early. Handing it over is what lets the epoch run the batch flags,
+    /// but another thread then executes a 2 KiB bag this thread wrote (tens
+    /// of cache misses, microseconds): small values wait for the bag to
+    /// fill (64 batches), large ones are not held back for long.
+    const FLUSH_BYTES: usize = 256 << 10;
+
+    /// One unlinked value and how to free it.
+    #[derive(Clone, Copy)]
+    pub(super) struct Retired {
+        pub(super) ptr: *mut (),
+        pub(super) free: unsafe fn(*mut ()),
+        /// Roughly what freeing it returns to the allocator.
+        pub(super) bytes: usize,
+    }
+
+    struct Batch {
+        safe: Arc<AtomicBool>,
+        items: VecDeque<Retired>,
+    }
+
+    #[derive(Default)]
+    struct Limbo {
+        open: Vec<Retired>,
+        sealed: VecDeque<Batch>,
+        unflushed: usize,
+    }
+
+    /// Moves a batch's values between threads (they are only ever freed).
+    struct SendBatch(Vec<Retired>);
+    // SAFETY: `retire` only accepts values whose types are `Send` (boxes of
+    // `T: Send`, arcs of `T: Send + Sync`), so freeing them on another
+    // thread is allowed.
+    unsafe impl Send for SendBatch {}
+
+    impl SendBatch {
+        /// # Safety
+        ///
+        /// No thread can still reach any of the values.
+        unsafe fn free(self) {
+            for r in self.0 {
+                // SAFETY: forwarded contract; each value is freed once.
+                unsafe { (r.free)(r.ptr) };
+            }
+        }
+    }
+
+    impl Drop for Limbo {
+        fn drop(&mut self) {
+            // Thread exit: whatever is left goes to crossbeam as one
+            // deferred function (crossbeam copes with its own thread-local
+            // handle being gone already).
+            let mut rest: Vec<Retired> = std::mem::take(&mut self.open);
+            for b in self.sealed.drain(..) {
+                rest.extend(b.items);
+            }
+            if rest.is_empty() {
+                return;
+            }
+            let batch = SendBatch(rest);
+            let guard = crossbeam_epoch::pin();
+            // SAFETY: every value was unlinked before now; the epoch runs
+            // this only after every thread pinned now has unpinned.
+            unsafe {
+                guard.defer_unchecked(move || {
+                    let batch = batch;
+                    batch.free();
+                });
+            }
+        }
+    }
+
+    thread_local! {
+        static LIMBO: RefCell<Limbo> = RefCell::new(Limbo::default());
+    }
+
+    /// # Safety
+    ///
+    /// `r` is unlinked (no new reader can load it), retired exactly once,
+    /// of a `Send` type, and the caller is pinned by `guard`.
+    pub(super) unsafe fn retire(guard: &crossbeam_epoch::Guard, r: Retired) {
+        let r = match LIMBO.try_with(|l| {
+            let Ok(mut l) = l.try_borrow_mut() else {
+                // Re-entered from a value's drop: hand this one over below.
+                return Some(r);
+            };
+            l.unflushed += r.bytes;
+            l.open.push(r);
+            if l.open.len() >= BATCH {
+                let safe = Arc::new(AtomicBool::new(false));
+                let flag = Arc::clone(&safe);
+                // SAFETY: raising a flag is safe at any time; crossbeam runs
+                // it once every thread pinned now (after the batch's values
+                // were unlinked) has unpinned.
+                unsafe { guard.defer_unchecked(move || flag.store(true, Ordering::Release)) };
+                if l.unflushed >= FLUSH_BYTES {
+                    l.unflushed = 0;
+                    guard.flush();
+                }
+                let items = std::mem::take(&mut l.open).into();
+                l.sealed.push_back(Batch { safe, items });
+            }
+            // Free a few of the oldest safe values; dropping them runs user
+            // code, so not while borrowing the limbo.
+            let mut due = smallvec::SmallVec::<[Retired; FREE_PER_RETIRE]>::new();
+            while due.len() < FREE_PER_RETIRE {
+                let Some(front) = l.sealed.front_mut() else {
+                    break;
+                };
+                if !front.safe.load(Ordering::Acquire) {
+                    break;
+                }
+                match front.items.pop_front() {
+                    Some(item) => due.push(item),
+                    None => {
+                        l.sealed.pop_front();
+                    }
+                }
+            }
+            drop(l);
+            for r in due {
+                // SAFETY: their batch's flag is raised: no thread can reach
+                // them; each is freed once.
+                unsafe { (r.free)(r.ptr) };
+            }
+            None
+        }) {
+            Ok(None) => return,
+            Ok(Some(r)) => r,
+            Err(_) => r, // thread-local storage already torn down
+        };
+        let batch = SendBatch(vec![r]);
+        // SAFETY: as for a batch flag: unlinked, freed after the epoch.
+        unsafe {
+            guard.defer_unchecked(move || {
+                let batch = batch;
+                batch.free();
+            });
+        }
+    }
+}
+
 impl Pin {
-    /// Frees `ptr` once no thread pinned now can still be reading it.
+    /// Frees `ptr` (a box) once no thread pinned now can still be reading it.
     ///
     /// # Safety
     ///
@@ -48,26 +217,68 @@ impl Pin {
     pub(crate) unsafe fn retire<T: Send + 'static>(&self, ptr: *mut T) {
         #[cfg(not(loom))]
         {
-            struct SendPtr<T>(*mut T);
-            // SAFETY: the box holds a `T: Send`, so it may be dropped on
-            // whichever thread runs the deferred function.
-            unsafe impl<T: Send> Send for SendPtr<T> {}
-            let p = SendPtr(ptr);
-            // SAFETY: per this function's contract the box is unreachable
-            // for new readers, and the epoch defers the drop until every
-            // reader pinned before now has unpinned.
-            unsafe {
-                self.0.defer_unchecked(move || {
-                    let p = p;
-                    drop(Box::from_raw(p.0));
-                });
+            /// # Safety
+            ///
+            /// `p` is an unlinked `Box<T>` nobody can reach.
+            unsafe fn free<T>(p: *mut ()) {
+                // SAFETY: per the contract.
+                drop(unsafe { Box::from_raw(p.cast::<T>()) });
             }
+            // SAFETY: forwarded contract; `T: Send`.
+            unsafe {
+                limbo::retire(
+                    &self.0,
+                    limbo::Retired {
+                        ptr: ptr.cast(),
+                        free: free::<T>,
+                        bytes: std::mem::size_of::<T>(),
+                    },
+                )
+            };
         }
         #[cfg(loom)]
         {
             // SAFETY: per the contract `ptr` is an unlinked `Box<T>` we own.
             let b = unsafe { Box::from_raw(ptr) };
             GRAVEYARD.lock().push(Grave(b));
+        }
+    }
+
+    /// Drops one strong count of the `Arc` behind `ptr` once no thread
+    /// pinned now can still be reading it.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` came from `Arc::into_raw`, the caller owns that count, and no
+    /// new reader can load `ptr` any more.
+    #[inline]
+    pub(crate) unsafe fn retire_arc<T: Send + Sync + 'static>(&self, ptr: *const T) {
+        #[cfg(not(loom))]
+        {
+            /// # Safety
+            ///
+            /// `p` is an unlinked `Arc<T>` count nobody can reach.
+            unsafe fn free<T>(p: *mut ()) {
+                // SAFETY: per the contract.
+                drop(unsafe { std::sync::Arc::from_raw(p.cast_const().cast::<T>()) });
+            }
+            // SAFETY: forwarded contract; `Arc<T: Send + Sync>` is `Send`.
+            unsafe {
+                limbo::retire(
+                    &self.0,
+                    limbo::Retired {
+                        ptr: ptr.cast_mut().cast(),
+                        free: free::<T>,
+                        bytes: 2 * std::mem::size_of::<usize>() + std::mem::size_of::<T>(),
+                    },
+                )
+            };
+        }
+        #[cfg(loom)]
+        {
+            // SAFETY: per the contract we own this count.
+            let a = unsafe { std::sync::Arc::from_raw(ptr) };
+            GRAVEYARD.lock().push(Grave(Box::new(a)));
         }
     }
 }

@@ -30,21 +30,30 @@ static SERIAL: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
 #[cfg(not(loom))]
 type SerialGuard = parking_lot::MutexGuard<'static, ()>;
+/// Under loom serial mode is never entered.
 #[cfg(loom)]
-type SerialGuard = ();
+struct SerialGuard;
 
 fn serial_lock(on: bool) -> Option<SerialGuard> {
     #[cfg(not(loom))]
     return on.then(|| SERIAL.lock());
     #[cfg(loom)]
-    return on.then_some(());
+    return on.then_some(SerialGuard);
 }
 
+#[cfg(not(loom))]
 thread_local! {
     /// Set while this thread runs a transaction closure or commit.
     static IN_TX: Cell<bool> = const { Cell::new(false) };
     /// xorshift state for randomized backoff.
     static RNG: Cell<u64> = const { Cell::new(0) };
+}
+
+// loom runs model threads on one OS thread: per-thread state must be loom's.
+#[cfg(loom)]
+loom::thread_local! {
+    static IN_TX: Cell<bool> = Cell::new(false);
+    static RNG: Cell<u64> = Cell::new(0);
 }
 
 /// Marks the thread as inside a transaction until dropped (also on panic).
@@ -73,6 +82,13 @@ impl Drop for InTx {
 /// consecutive conflict (capped), so two transactions that keep colliding
 /// drift apart. Nanoseconds to a few microseconds; never sleeps.
 fn backoff(conflicts: u32) {
+    // loom needs determinism (and a yield to let the other thread on).
+    #[cfg(loom)]
+    {
+        let _ = (conflicts, &RNG);
+        crate::loom::hint::spin_loop();
+    }
+    #[cfg(not(loom))]
     let r = RNG.with(|c| {
         let mut x = c.get();
         if x == 0 {
@@ -84,8 +100,8 @@ fn backoff(conflicts: u32) {
         c.set(x);
         x
     });
-    let spins = r % (1u64 << conflicts.min(10));
-    for _ in 0..spins {
+    #[cfg(not(loom))]
+    for _ in 0..r % (1u64 << conflicts.min(10)) {
         crate::loom::hint::spin_loop();
     }
 }
@@ -373,19 +389,22 @@ pub fn abort<T, E>(e: E) -> Stm<T, E> {
 /// it nests: `or_else(a, or_else(b, c))`.
 ///
 /// ```
-/// use strata::stm::{atomically, or_else, retry, TVar};
+/// use strata::stm::{atomically, or_else, retry, Stm, TVar, Tx};
 ///
-/// let q1 = TVar::new(Vec::<u8>::new());
-/// let q2 = TVar::new(vec![9u8]);
-/// let pop = |q: &TVar<Vec<u8>>| {
-///     move |tx: &mut strata::stm::Tx<'_>| {
+/// // Transaction pieces that borrow `TVar`s are best written as functions
+/// // over `Tx<'a>` (a closure annotated `&mut Tx<'_>` would demand
+/// // `'static` `TVar`s).
+/// fn pop<'a>(q: &'a TVar<Vec<u8>>) -> impl FnMut(&mut Tx<'a>) -> Stm<u8> {
+///     move |tx| {
 ///         let mut v = tx.read(q)?;
 ///         match v.pop() {
 ///             Some(x) => { tx.write(q, v)?; Ok(x) }
 ///             None => retry(),
 ///         }
 ///     }
-/// };
+/// }
+/// let q1 = TVar::new(Vec::<u8>::new());
+/// let q2 = TVar::new(vec![9u8]);
 /// assert_eq!(atomically(or_else(pop(&q1), pop(&q2))).unwrap(), 9);
 /// ```
 pub fn or_else<'env, R, E>(
@@ -463,7 +482,7 @@ where
                 Step::Again => {}
                 Step::Block => {
                     let node = WaitNode::for_task(cx.waker());
-                    let reads = tx.reads.clone();
+                    let reads = tx.reads.to_vec();
                     // SAFETY: as in `Waiting::cancel`.
                     if unsafe { wait::register_all(&reads, &node) } {
                         bump(Counter::Retries);

@@ -32,8 +32,10 @@ pub(crate) struct Core {
     pub(crate) id: u64,
 }
 
-pub(crate) type Validator<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
-pub(crate) type Watch<T> = Arc<dyn Fn(&T, &T) + Send + Sync>;
+// Hooks are not part of any modelled protocol: std's `Arc` (loom's cannot
+// hold a `dyn`).
+pub(crate) type Validator<T> = std::sync::Arc<dyn Fn(&T) -> bool + Send + Sync>;
+pub(crate) type Watch<T> = std::sync::Arc<dyn Fn(&T, &T) + Send + Sync>;
 
 /// Copy-on-write hooks: a commit clones the `Arc` and calls them with no
 /// lock held, so a hook may itself change the hooks.
@@ -60,7 +62,7 @@ pub(crate) struct Inner<T> {
     word: AtomicU64,
     /// Otherwise: the current version's box (never null).
     ptr: AtomicPtr<T>,
-    hooks: Mutex<Option<Arc<Hooks<T>>>>,
+    hooks: Mutex<Option<std::sync::Arc<Hooks<T>>>>,
     /// `AtomicPtr<T>` is `Send + Sync` for any `T`; the variable owns `T`s.
     _owns: PhantomData<Box<T>>,
 }
@@ -103,6 +105,13 @@ pub(crate) enum Sample<T> {
     /// The word was locked the whole time we were willing to wait.
     Locked,
 }
+
+/// The first lock-word load of a sample (see `clock::now`); under loom the
+/// snapshot's fence provides the order and loom's SeqCst is only AcqRel.
+#[cfg(not(loom))]
+const SNAPSHOT_LOAD: Ordering = Ordering::SeqCst;
+#[cfg(loom)]
+const SNAPSHOT_LOAD: Ordering = Ordering::Acquire;
 
 /// Spins a reader waits for a committer to unlock before giving up.
 const READ_SPINS: u32 = 128;
@@ -184,7 +193,7 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
     /// assert_eq!(stock.load(), 5);
     /// ```
     pub fn set_validator(&self, f: impl Fn(&T) -> bool + Send + Sync + 'static) {
-        self.edit_hooks(|h| h.validator = Some(Arc::new(f)));
+        self.edit_hooks(|h| h.validator = Some(std::sync::Arc::new(f)));
     }
 
     /// Removes the validator.
@@ -217,7 +226,7 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
     /// ```
     pub fn add_watch(&self, key: impl Into<String>, f: impl Fn(&T, &T) + Send + Sync + 'static) {
         let key = key.into();
-        let f: Watch<T> = Arc::new(f);
+        let f: Watch<T> = std::sync::Arc::new(f);
         self.edit_hooks(
             move |h| match h.watches.iter_mut().find(|(k, _)| *k == key) {
                 Some(slot) => slot.1 = f,
@@ -263,7 +272,7 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
         } else {
             HAS_WATCHES
         };
-        *slot = Some(Arc::new(hooks));
+        *slot = Some(std::sync::Arc::new(hooks));
         self.inner.core.flags.store(flags, Ordering::Release);
     }
 }
@@ -276,7 +285,8 @@ impl<T: Clone + Send + Sync + 'static> Inner<T> {
     pub(crate) fn sample(&self, pin: Option<&Pin>, spins: u32) -> Sample<T> {
         let mut waited = 0;
         loop {
-            let w1 = self.core.lock.load(Ordering::Acquire);
+            // SeqCst: see `clock::now`.
+            let w1 = self.core.lock.load(SNAPSHOT_LOAD);
             if is_locked(w1) {
                 if waited >= spins {
                     return Sample::Locked;
@@ -340,7 +350,7 @@ impl<T: Clone + Send + Sync + 'static> Inner<T> {
     }
 
     /// The hooks, when a flag says there are any.
-    pub(crate) fn hooks(&self) -> Option<Arc<Hooks<T>>> {
+    pub(crate) fn hooks(&self) -> Option<std::sync::Arc<Hooks<T>>> {
         self.hooks.lock().clone()
     }
 }

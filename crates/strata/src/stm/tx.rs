@@ -1,16 +1,20 @@
 //! `Tx`: one attempt of a transaction — its snapshot, read set, buffered
 //! write set, `or_else` undo log and (in serial mode) the locks it holds.
 
-use std::cell::Cell;
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
+
+use crate::loom::sync::Arc as ModelArc;
+
+use smallvec::SmallVec;
 
 use super::clock::{self, LOCKED, WAITERS, is_locked, version};
 use super::entry::{CommuteList, OpsOf, State, WriteEntry, make_slot, value_of};
 use super::error::{TxError, TxSignal};
 use super::reclaim::{self, Pin};
 use super::stats::Counter;
-use super::tvar::{Core, Inner, Sample, TVar};
+use super::tvar::{Core, HAS_VALIDATOR, HAS_WATCHES, Inner, Sample, TVar};
 use super::wait::{self, WaitNode};
 use super::word;
 use crate::loom::hint;
@@ -35,21 +39,10 @@ struct Undo {
     level: u32,
 }
 
-/// Buffers reused across transactions on one thread (no allocation per
-/// transaction once warm).
-#[derive(Default)]
-pub(crate) struct Buffers {
-    reads: Vec<ReadEntry>,
-    writes: Vec<WriteEntry>,
-    undo: Vec<Undo>,
-    held: Vec<(*const Core, u64)>,
-    wake: Vec<Arc<WaitNode>>,
-}
-
-#[cfg(not(loom))]
-thread_local! {
-    static BUFFERS: Cell<Buffers> = Cell::new(Buffers::default());
-}
+/// Inline capacities: a transaction touching up to this many `TVar`s
+/// allocates nothing for its read and write sets.
+type Reads = SmallVec<[ReadEntry; 16]>;
+type Writes = SmallVec<[WriteEntry; 8]>;
 
 /// Spins a reader waits on a locked `TVar` before the attempt gives up.
 const READ_SPINS: u32 = 128;
@@ -97,20 +90,22 @@ pub(crate) enum CommitError {
 /// ```
 pub struct Tx<'env, E = std::convert::Infallible> {
     pub(crate) rv: u64,
-    pub(crate) reads: Vec<ReadEntry>,
-    writes: Vec<WriteEntry>,
+    pub(crate) reads: Reads,
+    writes: Writes,
     undo: Vec<Undo>,
     /// Serial mode: every `TVar` touched is locked; the words replaced.
     held: Vec<(*const Core, u64)>,
-    wake: Vec<Arc<WaitNode>>,
-    /// Bit `hash(core) % 64` set for every written `TVar`.
-    bloom: u64,
+    wake: Vec<ModelArc<WaitNode>>,
+    lookup: Lookup,
     held_bloom: u64,
     /// The `or_else` branch running now (0: none) and the last id given out.
     branch: u32,
     branches: u32,
     pin: Option<Pin>,
     boxed_writes: bool,
+    /// Some entry owns a box or a commute list (dropping the write set has
+    /// work to do).
+    owns: bool,
     /// An operation signalled a conflict: the attempt must not commit.
     pub(crate) poisoned: bool,
     pub(crate) cause: Counter,
@@ -127,33 +122,83 @@ fn bit(core: *const Core) -> u64 {
     1 << ((core as usize >> 6) & 63)
 }
 
-#[inline]
-fn find(writes: &[WriteEntry], bloom: u64, core: *const Core) -> Option<usize> {
-    if bloom & bit(core) == 0 {
-        return None;
+/// Write-set sizes from which lookups go through a hash index: a linear
+/// scan per access would make a transaction writing many `TVar`s quadratic.
+const INDEX_AT: usize = 32;
+
+/// Finds a `TVar`'s write entry: a 64-bit bloom filter answers most misses
+/// at once; small sets are scanned, large ones indexed.
+#[derive(Default)]
+struct Lookup {
+    bloom: u64,
+    index: Option<HashMap<*const Core, usize>>,
+}
+
+impl Lookup {
+    #[inline]
+    fn get(&self, writes: &[WriteEntry], core: *const Core) -> Option<usize> {
+        if self.bloom & bit(core) == 0 {
+            return None;
+        }
+        match &self.index {
+            Some(ix) => ix.get(&core).copied(),
+            None => writes.iter().rposition(|e| e.core == core),
+        }
     }
-    writes.iter().rposition(|e| e.core == core)
+
+    /// After a push onto `writes`.
+    #[inline]
+    fn added(&mut self, writes: &[WriteEntry]) {
+        let i = writes.len() - 1;
+        let core = writes[i].core;
+        self.bloom |= bit(core);
+        match &mut self.index {
+            Some(ix) => {
+                ix.insert(core, i);
+            }
+            None if writes.len() > INDEX_AT => {
+                self.index = Some(
+                    writes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| (e.core, i))
+                        .collect(),
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// After `writes` was truncated (an `or_else` rollback).
+    fn truncated(&mut self, writes: &[WriteEntry]) {
+        if let Some(ix) = &mut self.index {
+            ix.retain(|_, i| *i < writes.len());
+        }
+    }
+
+    fn clear(&mut self) {
+        self.bloom = 0;
+        self.index = None;
+    }
 }
 
 impl<'env, E> Tx<'env, E> {
+    #[inline]
     pub(crate) fn new() -> Self {
-        #[cfg(not(loom))]
-        let b = BUFFERS.with(Cell::take);
-        #[cfg(loom)]
-        let b = Buffers::default();
         Tx {
             rv: 0,
-            reads: b.reads,
-            writes: b.writes,
-            undo: b.undo,
-            held: b.held,
-            wake: b.wake,
-            bloom: 0,
+            reads: SmallVec::new(),
+            writes: SmallVec::new(),
+            undo: Vec::new(),
+            held: Vec::new(),
+            wake: Vec::new(),
+            lookup: Lookup::default(),
             held_bloom: 0,
             branch: 0,
             branches: 0,
             pin: None,
             boxed_writes: false,
+            owns: false,
             poisoned: false,
             cause: Counter::ReadConflict,
             serial: false,
@@ -171,8 +216,11 @@ impl<'env, E> Tx<'env, E> {
     }
 
     /// Drops every buffered value and releases serial-mode locks.
+    #[inline]
     fn clear(&mut self) {
-        self.release_held();
+        if !self.held.is_empty() {
+            self.release_held();
+        }
         self.reads.clear();
         // Undo records first: they find their value type through the entry.
         while let Some(u) = self.undo.pop() {
@@ -180,11 +228,16 @@ impl<'env, E> Tx<'env, E> {
             // SAFETY: the record owns the saved slot.
             unsafe { (ops.drop_slot)(u.state, u.word, u.ptr) };
         }
-        for e in self.writes.drain(..) {
-            // SAFETY: the entry owns its slot unless published.
-            unsafe { (e.ops.drop_slot)(e.state, e.word, e.ptr) };
+        if self.owns {
+            for e in self.writes.drain(..) {
+                // SAFETY: the entry owns its slot unless published.
+                unsafe { (e.ops.drop_slot)(e.state, e.word, e.ptr) };
+            }
+            self.owns = false;
+        } else {
+            self.writes.clear();
         }
-        self.bloom = 0;
+        self.lookup.clear();
         self.held_bloom = 0;
         self.branch = 0;
         self.branches = 0;
@@ -241,7 +294,7 @@ impl<'env, E> Tx<'env, E> {
         }
         let inner: &'env Inner<T> = &tv.inner;
         let core = &inner.core as *const Core;
-        if let Some(i) = find(&self.writes, self.bloom, core) {
+        if let Some(i) = self.lookup.get(&self.writes, core) {
             let e = &self.writes[i];
             if e.state == State::Value {
                 // SAFETY: a `Value` entry of this `TVar<T>`.
@@ -269,7 +322,7 @@ impl<'env, E> Tx<'env, E> {
             Sample::Value(v, w) => {
                 let ver = version(w);
                 self.reads.push((core, ver));
-                if ver > self.rv && !self.extend() {
+                if ver > self.rv && !self.extend(ver) {
                     return self.conflict(Counter::ReadConflict);
                 }
                 Ok(v)
@@ -277,13 +330,15 @@ impl<'env, E> Tx<'env, E> {
         }
     }
 
-    /// Moves the snapshot to now if nothing read so far has changed.
+    /// Moves the snapshot up to (at least) `seen`, a version just read, if
+    /// nothing read so far has changed.
     #[cold]
-    fn extend(&mut self) -> bool {
+    fn extend(&mut self, seen: u64) -> bool {
+        clock::observe(seen);
         let now = clock::now();
         for &(core, ver) in &self.reads {
             // SAFETY: cores in the read set belong to `TVar`s borrowed for `'env`.
-            let w = unsafe { (*core).lock.load(Ordering::Acquire) };
+            let w = unsafe { (*core).lock.load(Ordering::SeqCst) };
             if is_locked(w) || version(w) != ver {
                 return false;
             }
@@ -308,7 +363,7 @@ impl<'env, E> Tx<'env, E> {
             let w = lock.load(Ordering::Relaxed);
             if !is_locked(w)
                 && lock
-                    .compare_exchange_weak(w, w | LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange_weak(w, w | LOCKED, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
             {
                 self.held.push((core, w));
@@ -377,7 +432,7 @@ impl<'env, E> Tx<'env, E> {
         if self.serial {
             self.lock_serial(core);
         }
-        match find(&self.writes, self.bloom, core) {
+        match self.lookup.get(&self.writes, core) {
             Some(i) => self.set_value(i, value),
             None => self.push(
                 core,
@@ -400,7 +455,7 @@ impl<'env, E> Tx<'env, E> {
         is_word: bool,
     ) {
         self.boxed_writes |= !is_word;
-        self.bloom |= bit(core);
+        self.owns |= !is_word || state == State::Commute;
         self.writes.push(WriteEntry {
             core,
             ops,
@@ -412,6 +467,7 @@ impl<'env, E> Tx<'env, E> {
             old_word: 0,
             old_ptr: std::ptr::null_mut(),
         });
+        self.lookup.added(&self.writes);
     }
 
     /// Replaces entry `i`'s slot with `value`, saving the old slot first if
@@ -518,7 +574,7 @@ impl<'env, E> Tx<'env, E> {
         // SAFETY: only the lifetime is erased; the list lives in this
         // transaction's write set, which never outlives `'env`.
         let f: Arc<dyn Fn(T) -> T> = unsafe { std::mem::transmute(f) };
-        match find(&self.writes, self.bloom, core) {
+        match self.lookup.get(&self.writes, core) {
             None => {
                 let list: CommuteList<T> = vec![f];
                 let p = Box::into_raw(Box::new(list)).cast();
@@ -624,6 +680,7 @@ impl<'env, E> Tx<'env, E> {
             // SAFETY: the entry owns its slot.
             unsafe { (e.ops.drop_slot)(e.state, e.word, e.ptr) };
         }
+        self.lookup.truncated(&self.writes);
     }
 
     /// Commits the buffered writes. A read-only attempt commits for free:
@@ -652,23 +709,28 @@ impl<'env, E> Tx<'env, E> {
             locks.n += 1;
         }
         for e in locks.writes.iter_mut() {
-            // SAFETY: we hold the lock of every entry's TVar.
-            unsafe { (e.ops.resolve)(e) };
+            if e.state == State::Commute {
+                // SAFETY: we hold the lock of every entry's TVar.
+                unsafe { (e.ops.resolve)(e) };
+            }
+            // SAFETY: the core outlives the transaction.
+            let flags = unsafe { (*e.core).flags.load(Ordering::Acquire) };
             // SAFETY: entries are `Value` after `resolve`.
-            if !unsafe { (e.ops.validate)(e) } {
+            if flags & HAS_VALIDATOR != 0 && !unsafe { (e.ops.validate)(e) } {
                 // SAFETY: the core outlives the transaction.
                 return Err(CommitError::Invalid(unsafe { (*e.core).id }));
             }
         }
-        let wv = clock::tick();
-        // Nobody committed since our snapshot: the reads are still valid.
-        if wv != self.rv + 1 && !validate_reads(&self.reads, locks.writes, self.bloom) {
+        let replaced = locks.writes.iter().map(|e| version(e.old_lock)).max();
+        let wv = clock::write_version(replaced.unwrap_or(0));
+        if !validate_reads(&self.reads, locks.writes, &self.lookup) {
             return Err(CommitError::Conflict(Counter::ValidationConflict));
         }
         for e in locks.writes.iter_mut() {
             // SAFETY: locked, `Value`, pinned if boxed.
             unsafe { (e.ops.publish)(e, self.pin.as_ref()) };
         }
+        self.owns = false;
         let new = clock::word(wv);
         for e in locks.writes.iter() {
             // SAFETY: the core outlives the transaction; we hold its lock.
@@ -686,22 +748,26 @@ impl<'env, E> Tx<'env, E> {
     /// have changed and the commit cannot fail (bar a validator).
     fn commit_serial(&mut self) -> Result<(), CommitError> {
         for e in self.writes.iter_mut() {
+            // SAFETY: the core outlives the transaction.
+            let flags = unsafe { (*e.core).flags.load(Ordering::Acquire) };
             // SAFETY: serial mode holds the lock of every entry's TVar.
-            if !unsafe { (e.ops.validate)(e) } {
+            if flags & HAS_VALIDATOR != 0 && !unsafe { (e.ops.validate)(e) } {
                 // SAFETY: the core outlives the transaction.
                 return Err(CommitError::Invalid(unsafe { (*e.core).id }));
             }
         }
-        let wv = clock::tick();
+        let replaced = self.held.iter().map(|&(_, old)| version(old)).max();
+        let wv = clock::write_version(replaced.unwrap_or(0));
         for e in self.writes.iter_mut() {
             // SAFETY: locked, `Value` (serial commutes apply at once), pinned.
             unsafe { (e.ops.publish)(e, self.pin.as_ref()) };
         }
+        self.owns = false;
         let new = clock::word(wv);
         for (core, old) in self.held.drain(..) {
             // SAFETY: held cores belong to `TVar`s borrowed for `'env`.
             let c = unsafe { &*core };
-            if find(&self.writes, self.bloom, core).is_some() {
+            if self.lookup.get(&self.writes, core).is_some() {
                 if old & WAITERS != 0 {
                     wait::take_waiters(c, &mut self.wake);
                 }
@@ -721,20 +787,26 @@ impl<'env, E> Tx<'env, E> {
             n.wake();
         }
         for e in &self.writes {
-            // SAFETY: published by this thread, still pinned.
-            unsafe { (e.ops.watch)(e) };
+            // SAFETY: the core outlives the transaction.
+            let flags = unsafe { (*e.core).flags.load(Ordering::Acquire) };
+            if flags & HAS_WATCHES != 0 {
+                // SAFETY: published by this thread, still pinned.
+                unsafe { (e.ops.watch)(e) };
+            }
         }
     }
 }
 
 /// Validates the read set at commit, the write set locked.
-fn validate_reads(reads: &[ReadEntry], writes: &[WriteEntry], bloom: u64) -> bool {
+fn validate_reads(reads: &[ReadEntry], writes: &[WriteEntry], lookup: &Lookup) -> bool {
     reads.iter().all(|&(core, ver)| {
         // SAFETY: cores in the read set belong to `TVar`s borrowed for `'env`.
-        let w = unsafe { (*core).lock.load(Ordering::Acquire) };
+        let w = unsafe { (*core).lock.load(Ordering::SeqCst) };
         if is_locked(w) {
             // Ours? Then compare with the word our lock replaced.
-            find(writes, bloom, core).is_some_and(|i| version(writes[i].old_lock) == ver)
+            lookup
+                .get(writes, core)
+                .is_some_and(|i| version(writes[i].old_lock) == ver)
         } else {
             version(w) == ver
         }
@@ -757,7 +829,8 @@ fn try_lock(e: &mut WriteEntry) -> bool {
             w = lock.load(Ordering::Relaxed);
             continue;
         }
-        match lock.compare_exchange_weak(w, w | LOCKED, Ordering::Acquire, Ordering::Relaxed) {
+        // SeqCst: see `clock::now`.
+        match lock.compare_exchange_weak(w, w | LOCKED, Ordering::SeqCst, Ordering::Relaxed) {
             Ok(_) => {
                 e.old_lock = w;
                 return true;
@@ -786,17 +859,5 @@ impl Drop for Unlock<'_> {
 impl<E> Drop for Tx<'_, E> {
     fn drop(&mut self) {
         self.clear();
-        self.pin = None;
-        #[cfg(not(loom))]
-        {
-            let b = Buffers {
-                reads: std::mem::take(&mut self.reads),
-                writes: std::mem::take(&mut self.writes),
-                undo: std::mem::take(&mut self.undo),
-                held: std::mem::take(&mut self.held),
-                wake: std::mem::take(&mut self.wake),
-            };
-            let _ = BUFFERS.try_with(|c| c.set(b));
-        }
     }
 }

@@ -1,0 +1,230 @@
+//! Integration tests of `strata::atom`.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use strata::atom::{Atom, AtomError};
+
+#[test]
+fn swaps_from_many_threads_lose_nothing() {
+    let a = Atom::new(0u64);
+    let calls = AtomicU64::new(0);
+    thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..5_000 {
+                    a.swap(|x| {
+                        calls.fetch_add(1, Ordering::Relaxed);
+                        x + 1
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(*a.load(), 20_000);
+    // The closure may run more than once per swap, never less.
+    assert!(calls.load(Ordering::Relaxed) >= 20_000);
+}
+
+/// Readers only ever see values a writer published whole: each value is a
+/// vector whose every element equals its length.
+#[test]
+fn readers_see_only_published_values() {
+    let a = Atom::new(vec![0u64; 0]);
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..2_000 {
+                    a.swap(|v| {
+                        let n = (v.len() + 1) % 50;
+                        vec![n as u64; n]
+                    })
+                    .unwrap();
+                }
+            });
+        }
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let v = a.load();
+                assert!(v.iter().all(|&x| x == v.len() as u64));
+                // The refcount-free read sees whole values too.
+                assert!(a.read(|v| v.iter().all(|&x| x == v.len() as u64)));
+            }
+        });
+        thread::sleep(std::time::Duration::from_millis(50));
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+#[test]
+fn swap_vals_reset_and_identity_compare_and_set() {
+    let a = Atom::new(String::from("a"));
+    let (old, new) = a.swap_vals(|s| format!("{s}b")).unwrap();
+    assert_eq!((old.as_str(), new.as_str()), ("a", "ab"));
+    assert!(Arc::ptr_eq(&new, &a.load()));
+    let replaced = a.reset("c".into()).unwrap();
+    assert_eq!(*replaced, "ab");
+    let seen = a.load();
+    // An equal value in another Arc is not "the same": identity compare.
+    let equal = Arc::new(String::from("c"));
+    assert_eq!(
+        a.compare_and_set(&equal, "d".into()),
+        Err(AtomError::Changed("d".into()))
+    );
+    assert_eq!(*a.load(), "c");
+    assert_eq!(*a.compare_and_set(&seen, "e".into()).unwrap(), "e");
+    assert_eq!(
+        a.compare_and_set(&seen, "f".into()),
+        Err(AtomError::Changed("f".into()))
+    );
+}
+
+#[test]
+fn validator_rejects_and_changes_nothing() {
+    let a = Atom::new(5i32);
+    a.set_validator(|v| *v >= 0);
+    assert_eq!(a.swap(|v| v - 10), Err(AtomError::Invalid(-5)));
+    assert_eq!(a.reset(-1), Err(AtomError::Invalid(-1)));
+    let seen = a.load();
+    assert_eq!(a.compare_and_set(&seen, -2), Err(AtomError::Invalid(-2)));
+    assert_eq!(*a.load(), 5);
+    assert!(Arc::ptr_eq(&seen, &a.load()));
+    assert_eq!(*a.swap(|v| v - 5).unwrap(), 0);
+    a.clear_validator();
+    assert_eq!(*a.swap(|v| v - 1).unwrap(), -1);
+}
+
+#[test]
+fn watches_see_every_change_with_old_and_new() {
+    let a = Atom::new(0u32);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    a.add_watch("log", move |old, new| l.lock().unwrap().push((*old, *new)));
+    a.swap(|x| x + 1).unwrap();
+    a.reset(10).unwrap();
+    let seen = a.load();
+    a.compare_and_set(&seen, 11).unwrap();
+    // Rejected and failed changes notify nobody.
+    a.set_validator(|v| *v < 100);
+    let _ = a.reset(500);
+    let _ = a.compare_and_set(&seen, 12);
+    assert_eq!(*log.lock().unwrap(), [(0, 1), (1, 10), (10, 11)]);
+    // Replacing a watch keeps one; removing it stops notifications.
+    let l = log.clone();
+    a.add_watch("log", move |_, new| l.lock().unwrap().push((0, *new * 100)));
+    a.reset(1).unwrap();
+    assert!(a.remove_watch("log"));
+    a.reset(2).unwrap();
+    assert_eq!(log.lock().unwrap().last(), Some(&(0, 100)));
+    assert_eq!(log.lock().unwrap().len(), 4);
+}
+
+#[test]
+fn concurrent_watches_see_a_chain_of_changes() {
+    // Every change is reported once; the reported (old, new) pairs form the
+    // chain 0 → 1 → … → N in some order.
+    let a = Atom::new(0u64);
+    let pairs = Arc::new(Mutex::new(Vec::new()));
+    let p = pairs.clone();
+    a.add_watch("chain", move |old, new| {
+        p.lock().unwrap().push((*old, *new))
+    });
+    thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..1_000 {
+                    a.swap(|x| x + 1).unwrap();
+                }
+            });
+        }
+    });
+    let mut pairs = pairs.lock().unwrap().clone();
+    pairs.sort_unstable();
+    assert_eq!(pairs.len(), 2_000);
+    assert!(
+        pairs
+            .iter()
+            .enumerate()
+            .all(|(i, &(o, n))| o == i as u64 && n == o + 1)
+    );
+}
+
+/// Values are dropped at most once each (no double free through the epoch).
+#[test]
+fn replaced_values_are_dropped_at_most_once() {
+    static DROPPED: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
+    #[derive(Debug)]
+    struct Tracked(u64);
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            let mut d = DROPPED.lock().unwrap();
+            assert!(
+                d.get_or_insert_with(HashSet::new).insert(self.0),
+                "double drop"
+            );
+        }
+    }
+    let next = AtomicU64::new(1);
+    {
+        let a = Atom::new(Tracked(0));
+        thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..2_000 {
+                        a.swap(|_| Tracked(next.fetch_add(1, Ordering::Relaxed)))
+                            .unwrap();
+                        let _ = a.load();
+                    }
+                });
+            }
+        });
+    }
+    let made = next.load(Ordering::Relaxed);
+    let dropped = DROPPED.lock().unwrap().as_ref().map_or(0, HashSet::len) as u64;
+    assert!(dropped <= made);
+}
+
+/// Replaced values are reclaimed, not leaked: after the writing thread has
+/// exited and the atom is gone, every value is eventually dropped.
+#[test]
+fn replaced_values_are_eventually_reclaimed() {
+    static LIVE: AtomicU64 = AtomicU64::new(0);
+    #[derive(Debug)]
+    struct Counted;
+    impl Counted {
+        fn new() -> Self {
+            LIVE.fetch_add(1, Ordering::SeqCst);
+            Counted
+        }
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    thread::spawn(|| {
+        let a = Atom::new(Counted::new());
+        let mut most = 0;
+        for _ in 0..50_000 {
+            a.swap(|_| Counted::new()).unwrap();
+            most = most.max(LIVE.load(Ordering::SeqCst));
+        }
+        // While the writer runs, garbage stays bounded (freed as it goes):
+        // a few crossbeam bags' worth of 32-value batches, not all 50 000.
+        assert!(most < 10_000, "{most} values alive at once");
+    })
+    .join()
+    .unwrap();
+    for _ in 0..100_000 {
+        if LIVE.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        crossbeam_epoch::pin().flush();
+        thread::yield_now();
+    }
+    assert_eq!(LIVE.load(Ordering::SeqCst), 0, "values leaked");
+}
