@@ -47,7 +47,7 @@ mod spawn;
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc as StdArc, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use thiserror::Error;
@@ -61,8 +61,6 @@ pub(crate) use job::{HeapJob, JobRef};
 pub(crate) use latch::{CountLatch, Latch, WorkerLatch};
 pub(crate) use registry::{Registry, WorkerThread};
 pub(crate) use sleep::Sleep;
-
-use crate::loom::sync::Arc;
 
 /// Why a runtime could not be built.
 ///
@@ -459,7 +457,7 @@ where
     F::Output: Send + 'static,
 {
     let (raw, job) = spawn::RawTask::new(fut, reg.clone());
-    let weak: std::sync::Weak<dyn spawn::Cancel> = StdArc::downgrade(&raw) as _;
+    let weak: std::sync::Weak<dyn spawn::Cancel> = Arc::downgrade(&raw) as _;
     raw.set_slot(reg.live.insert(weak));
     reg.spawned
         .fetch_add(1, crate::loom::sync::atomic::Ordering::Relaxed);

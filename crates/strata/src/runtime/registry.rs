@@ -40,8 +40,9 @@ use super::job::{Action, JobRef, StackJob};
 use super::latch::{LockLatch, WorkerLatch};
 use super::sleep::Sleep;
 use super::spawn::LiveTasks;
-use crate::loom::sync::Arc;
+// The registry is not loom-modelled (crossbeam-deque is not): a std `Arc`.
 use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::Arc;
 
 /// Private jobs a worker keeps before further joins run sequentially.
 const RING: usize = 8;

@@ -5,14 +5,13 @@ use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc as StdArc;
 
 use super::future::{Future, FutureSlot};
 use super::{CancelToken, Cancelled, TaskError};
-use crate::loom::sync::Arc;
 use crate::loom::sync::Mutex;
 use crate::runtime::{CountLatch, Registry, WorkerThread, with_current};
 use crate::runtime::{HeapJob, JobRef};
+use std::sync::Arc;
 
 /// What a child sees of its scope: whether it should stop.
 ///
@@ -204,7 +203,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         F: FnOnce(&Cx<'_>) -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        let slot = StdArc::new(FutureSlot::new(&self.state.registry.sleep));
+        let slot = Arc::new(FutureSlot::new(&self.state.registry.sleep));
         self.state.increment();
         let ptr = StatePtr(&self.state);
         let child_slot = slot.clone();

@@ -5,12 +5,12 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::Arc as StdArc;
 use std::task::{Context, Poll, Waker};
 
 use super::{CancelToken, TaskError};
-use crate::loom::sync::{Arc, Mutex};
+use crate::loom::sync::Mutex;
 use crate::runtime::{Registry, Task, spawn_on, with_current};
+use std::sync::Arc;
 
 /// Polls the inner future, turning a panic into `Err(payload)`.
 struct CatchUnwind<F>(F);
@@ -92,7 +92,7 @@ impl Inner {
 /// Reports a child's end even when its task is cancelled (the wrapper
 /// future is dropped then, and this guard with it).
 struct ChildGuard {
-    inner: Option<StdArc<Inner>>,
+    inner: Option<Arc<Inner>>,
 }
 
 impl ChildGuard {
@@ -113,7 +113,7 @@ impl Drop for ChildGuard {
 
 /// The handle a [`scope_async`] body spawns its children with.
 pub struct AsyncScope {
-    inner: StdArc<Inner>,
+    inner: Arc<Inner>,
     registry: Arc<Registry>,
 }
 
@@ -243,7 +243,7 @@ where
     F: AsyncFnOnce(&AsyncScope) -> R,
 {
     let scope = AsyncScope {
-        inner: StdArc::new(Inner {
+        inner: Arc::new(Inner {
             token: CancelToken::new(),
             state: Mutex::new(State {
                 pending: 0,
