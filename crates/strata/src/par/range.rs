@@ -178,7 +178,8 @@ struct Keep<'a, I, F> {
 impl<I: RangeInteger, F: Fn(&I) -> bool + Sync> Fold for Keep<'_, I, F> {
     type Acc = Pieces<I>;
     fn start(&self, lo: usize, hi: usize) -> Pieces<I> {
-        Pieces(vec![Vec::with_capacity(hi - lo)])
+        // As for slices: start small, grow by doubling.
+        Pieces(vec![Vec::with_capacity((hi - lo).min(1 << 12))])
     }
     #[inline]
     fn fold(&self, acc: &mut Pieces<I>, lo: usize, hi: usize) {

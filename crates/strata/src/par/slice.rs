@@ -215,9 +215,10 @@ struct Filter<'a, T, F> {
 impl<T: Clone + Send + Sync, F: Fn(&T) -> bool + Sync> Fold for Filter<'_, T, F> {
     type Acc = Pieces<T>;
     fn start(&self, lo: usize, hi: usize) -> Pieces<T> {
-        // Capacity for the whole range: untouched pages cost nothing, and
-        // no piece ever reallocates.
-        Pieces(vec![Vec::with_capacity(hi - lo)])
+        // A modest start: pieces split off near the end are small, and a
+        // big piece grows by doubling (large reallocations remap pages
+        // rather than copy them).
+        Pieces(vec![Vec::with_capacity((hi - lo).min(1 << 12))])
     }
     #[inline]
     fn fold(&self, acc: &mut Pieces<T>, lo: usize, hi: usize) {
