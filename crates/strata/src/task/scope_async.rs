@@ -112,6 +112,15 @@ impl Drop for ChildGuard {
 }
 
 /// The handle a [`scope_async`] body spawns its children with.
+///
+/// ```
+/// use strata::task::scope_async;
+/// let r = strata::runtime::block_on(scope_async(async |s| {
+///     s.spawn(async { Ok(()) });
+///     s.is_cancelled()
+/// }));
+/// assert_eq!(r.unwrap(), false);
+/// ```
 pub struct AsyncScope {
     inner: Arc<Inner>,
     registry: Arc<Registry>,
@@ -160,11 +169,27 @@ impl AsyncScope {
 
     /// The scope's cancel token (cancelled when a child fails or panics, or
     /// when the scope future is dropped). Cancelling it cancels the scope.
+    ///
+    /// ```
+    /// use strata::task::{scope_async, TaskError};
+    /// let r = strata::runtime::block_on(scope_async(async |s| s.token().cancel()));
+    /// assert!(matches!(r, Err(TaskError::Cancelled)));
+    /// ```
     pub fn token(&self) -> &CancelToken {
         &self.inner.token
     }
 
     /// Whether the scope was cancelled.
+    ///
+    /// ```
+    /// use strata::task::{scope_async, TaskError};
+    /// let r = strata::runtime::block_on(scope_async(async |s| {
+    ///     s.spawn(async { Err(TaskError::failed("no")) });
+    ///     s.token().cancelled().await;
+    ///     s.is_cancelled()
+    /// }));
+    /// assert!(r.is_err());
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         self.inner.token.is_cancelled()
     }
