@@ -540,3 +540,28 @@ fn dropping_a_runtime_with_pending_work_neither_hangs_nor_leaks_threads() {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+#[test]
+fn waiting_for_a_task_on_its_own_single_worker_does_not_deadlock() {
+    let rt = rt(1);
+    // The task is queued on the only worker, which then waits for it: it
+    // runs the task itself instead of blocking.
+    let v = rt.install(|| {
+        let t = strata::runtime::spawn(async { 5 });
+        t.join().unwrap() + 1
+    });
+    assert_eq!(v, 6);
+    // The same from inside a task, with a cross-task wake-up in between.
+    let token = CancelToken::new();
+    let t2 = token.clone();
+    let outer = rt.spawn(async move {
+        let waiter = strata::runtime::spawn(async move {
+            t2.cancelled().await;
+            7
+        });
+        let canceller = strata::runtime::spawn(async move { token.cancel() });
+        canceller.join().unwrap();
+        waiter.join().unwrap()
+    });
+    assert_eq!(outer.join(), Ok(7));
+}

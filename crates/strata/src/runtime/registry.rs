@@ -402,7 +402,7 @@ impl WorkerThread {
     /// With `latch`, returns early once it is set (a waiting owner).
     /// Returns a job if one turned up.
     #[cold]
-    fn idle(&self, latch: Option<&WorkerLatch>) -> Option<JobRef> {
+    fn idle(&self, latch: Option<&dyn Wait>) -> Option<JobRef> {
         // Counted idle (which asks busy workers to share) for the whole call.
         struct Idle<'a>(&'a AtomicUsize);
         impl Drop for Idle<'_> {
@@ -413,7 +413,7 @@ impl WorkerThread {
         self.registry.idle.fetch_add(1, Ordering::Relaxed);
         let _idle = Idle(&self.registry.idle);
         let done = || {
-            latch.is_some_and(WorkerLatch::probe)
+            latch.is_some_and(|l| l.probe())
                 || (latch.is_none() && self.registry.terminate.load(Ordering::Acquire))
         };
         for round in 0..SPIN_ROUNDS {
@@ -446,6 +446,11 @@ impl WorkerThread {
 
     /// Runs other jobs until `latch` is set.
     pub(crate) fn wait_until(&self, latch: &WorkerLatch) {
+        self.wait_for(latch);
+    }
+
+    /// Runs other jobs until `w` is done.
+    fn wait_for(&self, latch: &dyn Wait) {
         while !latch.probe() {
             if let Some(job) = self.find_work() {
                 self.execute(job);
@@ -642,5 +647,93 @@ impl super::spawn::Schedule for Arc<Registry> {
 
     fn finished(&self, slot: usize) {
         self.live.remove(slot);
+    }
+}
+
+/// Something a worker can wait for while running other jobs.
+pub(crate) trait Wait {
+    /// Done?
+    fn probe(&self) -> bool;
+    /// Records worker `idx` as the one to wake; `true` if already done.
+    fn register(&self, idx: usize) -> bool;
+}
+
+impl Wait for WorkerLatch {
+    fn probe(&self) -> bool {
+        WorkerLatch::probe(self)
+    }
+    fn register(&self, idx: usize) -> bool {
+        WorkerLatch::register(self, idx)
+    }
+}
+
+/// The waker of a future blocked on by a worker: a resettable latch
+/// (`SET | (waiter + 1) << 1`) that wakes the worker through the registry
+/// it keeps alive (the waker may outlive the wait).
+struct WakeFlag {
+    state: AtomicUsize,
+    registry: Arc<Registry>,
+}
+
+impl WakeFlag {
+    fn reset(&self) {
+        self.state.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Wait for WakeFlag {
+    fn probe(&self) -> bool {
+        self.state.load(Ordering::Acquire) & 1 != 0
+    }
+    fn register(&self, idx: usize) -> bool {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            if state & 1 != 0 {
+                return true;
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                (idx + 1) << 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return false,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+}
+
+impl std::task::Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let prev = self.state.fetch_or(1, Ordering::AcqRel);
+        if prev & 1 == 0 && prev >> 1 != 0 {
+            self.registry.sleep.notify_worker((prev >> 1) - 1);
+        }
+    }
+}
+
+impl WorkerThread {
+    /// `block_on` on a worker: between polls it runs other jobs (the future
+    /// may wait for one of them: a task queued on this very worker), and
+    /// sleeps only when there are none.
+    pub(crate) fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        let flag = Arc::new(WakeFlag {
+            state: AtomicUsize::new(0),
+            registry: self.registry.clone(),
+        });
+        let waker = std::task::Waker::from(flag.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            flag.reset();
+            if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return v;
+            }
+            self.wait_for(&*flag);
+        }
     }
 }

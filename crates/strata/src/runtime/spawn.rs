@@ -205,6 +205,12 @@ where
         // SAFETY: still the owner of the stage until COMPLETE is published.
         self.stage
             .with_mut(|stage| unsafe { *stage = Stage::Done(outcome) });
+        // Leave the live set before anyone can see the task complete, so a
+        // handle that saw it finish also sees it gone from the metrics.
+        let slot = self.slot.load(Ordering::Relaxed);
+        if slot != usize::MAX {
+            self.scheduler.finished(slot);
+        }
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
             let next = (s & !(RUNNING | NOTIFIED)) | COMPLETE;
@@ -219,10 +225,6 @@ where
         let waker = self.join_waker.lock().take();
         if let Some(w) = waker {
             w.wake();
-        }
-        let slot = self.slot.load(Ordering::Relaxed);
-        if slot != usize::MAX {
-            self.scheduler.finished(slot);
         }
     }
 
