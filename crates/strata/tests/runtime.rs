@@ -565,3 +565,22 @@ fn waiting_for_a_task_on_its_own_single_worker_does_not_deadlock() {
     });
     assert_eq!(outer.join(), Ok(7));
 }
+
+#[test]
+fn a_runtime_dropped_from_inside_its_own_task_shuts_down_cleanly() {
+    let holder: Arc<Mutex<Option<Runtime>>> = Arc::new(Mutex::new(Some(rt(2))));
+    let pending = holder
+        .lock()
+        .unwrap()
+        .as_ref()
+        .unwrap()
+        .spawn(std::future::pending::<()>());
+    let h = holder.clone();
+    let killer = holder.lock().unwrap().as_ref().unwrap().spawn(async move {
+        let rt = h.lock().unwrap().take().unwrap();
+        drop(rt); // joins the other worker; cannot join this one
+        "dropped"
+    });
+    assert_eq!(killer.join(), Ok("dropped"));
+    assert_eq!(pending.join(), Err(Cancelled));
+}

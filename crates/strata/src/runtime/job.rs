@@ -123,7 +123,9 @@ impl<L: Latch, F: FnOnce() -> R + Send, R: Send> StackJob<L, F, R> {
         // SAFETY: `data` came from `as_job_ref` on a live `StackJob` of this
         // exact type, and the waiter keeps it alive until the latch is set.
         let this = unsafe { data.cast::<Self>().as_ref() };
-        debug_assert_eq!(action, Action::Run, "stack jobs are never cancelled");
+        // A stack job is never cancelled: its owner waits for it. (None can
+        // be queued when the queues are drained at shutdown.)
+        let _ = action;
         // SAFETY: this thread took the job from a queue, so it is the only
         // one touching `func` (the waiter no longer can: it gave the job
         // away, and only reads `result` after the latch is set).

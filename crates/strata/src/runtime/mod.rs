@@ -253,8 +253,9 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Arc<Registry>) -> R) -> R {
     }
     let entered = ENTERED.with(|e| e.borrow().last().cloned());
     match entered {
-        Some(reg) => f(&reg),
-        None => f(&Runtime::global().registry),
+        // (Closed only if an `EnterGuard` was leaked past its runtime.)
+        Some(reg) if !reg.is_closed() => f(&reg),
+        _ => f(&Runtime::global().registry),
     }
 }
 

@@ -150,6 +150,11 @@ impl Registry {
         }
     }
 
+    /// Whether the workers are gone (queued work is cancelled).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Whether any queue visible to all workers holds a job.
     fn has_shared_work(&self) -> bool {
         !self.injector.is_empty() || self.workers.iter().any(|w| !w.stealer.is_empty())
@@ -315,6 +320,11 @@ impl WorkerThread {
         // drain (or another worker) finds it.
         if let Some(job) = this.lifo.take() {
             this.registry.inject(job);
+        }
+        if this.registry.is_closed() {
+            // This worker dropped its own runtime (it cannot join itself):
+            // what its last job queued after the close is cancelled here.
+            this.registry.drain();
         }
         WORKER.with(|w| w.set(ptr::null()));
     }
