@@ -42,6 +42,7 @@ mod latch;
 mod metrics;
 mod pin;
 mod registry;
+mod slab;
 mod sleep;
 mod spawn;
 

@@ -38,6 +38,7 @@ use crossbeam_utils::CachePadded;
 
 use super::job::{Action, JobRef, StackJob};
 use super::latch::{LockLatch, WorkerLatch};
+use super::slab::SlabCursor;
 use super::sleep::Sleep;
 use super::spawn::LiveTasks;
 // The registry is not loom-modelled (crossbeam-deque is not): a std `Arc`.
@@ -265,6 +266,8 @@ pub(crate) struct WorkerThread {
     rng: Cell<u64>,
     /// `&registry.idle`, one load closer for the join fast path.
     idle: *const AtomicUsize,
+    /// Where this worker's small heap jobs are carved from.
+    slab: SlabCursor,
 }
 
 impl WorkerThread {
@@ -293,6 +296,10 @@ impl WorkerThread {
         unsafe { &*self.idle }.load(Ordering::Relaxed) != 0
     }
 
+    pub(crate) fn slab(&self) -> &SlabCursor {
+        &self.slab
+    }
+
     fn shared(&self) -> &WorkerShared {
         &self.registry.workers[self.index]
     }
@@ -301,6 +308,7 @@ impl WorkerThread {
     pub(crate) fn run(registry: Arc<Registry>, index: usize, deque: Worker<JobRef>) {
         let idle: *const AtomicUsize = &*registry.idle;
         let this = WorkerThread {
+            slab: SlabCursor::new(),
             idle,
             index,
             registry,
