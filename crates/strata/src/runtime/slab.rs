@@ -163,3 +163,37 @@ mod tests {
         tb.join().unwrap();
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom {
+    use super::*;
+    use crate::loom::thread;
+
+    /// Two finishers and the retiring allocator race on one chunk's count:
+    /// exactly one of them frees it, after everyone's last access (loom
+    /// checks the ordering; a double free or use-after-free would crash).
+    #[test]
+    fn loom_chunk_freed_once_after_all_releases() {
+        ::loom::model(|| {
+            let cursor = SlabCursor::new();
+            let (s1, c1) = cursor.slot();
+            let (s2, c2) = cursor.slot();
+            assert_eq!(c1, c2);
+            // Each "job" writes its slot before releasing it.
+            let (p1, p2) = (s1.as_ptr() as usize, s2.as_ptr() as usize);
+            let chunk = c1.as_ptr() as usize;
+            let t = thread::spawn(move || {
+                // SAFETY: slot 1 belongs to this job until released.
+                unsafe { (p1 as *mut u8).write(1) };
+                // SAFETY: this job's one count.
+                unsafe { Chunk::release(NonNull::new(chunk as *mut Chunk).unwrap(), 1) };
+            });
+            // SAFETY: as above, slot 2.
+            unsafe { (p2 as *mut u8).write(2) };
+            // SAFETY: as above.
+            unsafe { Chunk::release(NonNull::new(chunk as *mut Chunk).unwrap(), 1) };
+            cursor.retire();
+            t.join().unwrap();
+        });
+    }
+}
