@@ -584,3 +584,49 @@ fn a_runtime_dropped_from_inside_its_own_task_shuts_down_cleanly() {
     assert_eq!(killer.join(), Ok("dropped"));
     assert_eq!(pending.join(), Err(Cancelled));
 }
+
+#[test]
+fn a_yielding_task_does_not_starve_others_on_one_worker() {
+    let rt = rt(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinner = {
+        let stop = stop.clone();
+        rt.spawn(async move {
+            let mut yields = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                YieldNow(false).await;
+                yields += 1;
+            }
+            yields
+        })
+    };
+    // Spawned after the spinner started: it must still get a turn.
+    let stopper = {
+        let stop = stop.clone();
+        rt.spawn(async move { stop.store(true, Ordering::SeqCst) })
+    };
+    stopper.join().unwrap();
+    assert!(spinner.join().unwrap() >= 1);
+    // Two tasks waking each other (the LIFO slot) do not starve a third.
+    let flag = Arc::new(AtomicBool::new(false));
+    let ping = Arc::new(strata::sync::AsyncMutex::new(0u64));
+    let pair: Vec<_> = (0..2)
+        .map(|_| {
+            let (flag, ping) = (flag.clone(), ping.clone());
+            rt.spawn(async move {
+                while !flag.load(Ordering::SeqCst) {
+                    *ping.lock().await += 1;
+                    YieldNow(false).await;
+                }
+            })
+        })
+        .collect();
+    let third = {
+        let flag = flag.clone();
+        rt.spawn(async move { flag.store(true, Ordering::SeqCst) })
+    };
+    third.join().unwrap();
+    for t in pair {
+        t.join().unwrap();
+    }
+}

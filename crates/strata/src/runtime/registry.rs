@@ -50,6 +50,9 @@ use std::sync::Arc;
 /// fewer joins pay for a push).
 const RING: usize = 4;
 const MASK: usize = RING - 1;
+/// Jobs in a row a worker takes from its LIFO slot before the slot's job
+/// goes to the back of the line (tokio's rule against ping-pong starvation).
+const LIFO_STREAK: u32 = 3;
 /// Rounds of looking for work before an idle worker sleeps.
 const SPIN_ROUNDS: u32 = 64;
 /// Of those, the first ones only spin; later ones yield the CPU.
@@ -258,6 +261,8 @@ pub(crate) struct WorkerThread {
     deque: Worker<JobRef>,
     /// The most recently woken task, run next (futures only).
     lifo: Cell<Option<JobRef>>,
+    /// Consecutive jobs taken from the LIFO slot.
+    lifo_streak: Cell<u32>,
     /// True while polling a spawned future: wakes then go to the LIFO slot.
     in_poll: Cell<bool>,
     head: Cell<usize>,
@@ -314,6 +319,7 @@ impl WorkerThread {
             registry,
             deque,
             lifo: Cell::new(None),
+            lifo_streak: Cell::new(0),
             in_poll: Cell::new(false),
             head: Cell::new(0),
             tail: Cell::new(0),
@@ -365,8 +371,16 @@ impl WorkerThread {
     #[inline]
     fn find_work(&self) -> Option<JobRef> {
         if let Some(job) = self.lifo.take() {
-            return Some(job);
+            // Two tasks waking each other through the slot would keep it
+            // forever: after a few turns in a row it goes to the back.
+            let streak = self.lifo_streak.get();
+            if streak < LIFO_STREAK {
+                self.lifo_streak.set(streak + 1);
+                return Some(job);
+            }
+            self.registry.inject(job);
         }
+        self.lifo_streak.set(0);
         if let Some(job) = self.deque.pop() {
             return Some(job);
         }
@@ -646,6 +660,10 @@ impl super::spawn::Schedule for Arc<Registry> {
         } else {
             self.inject(job);
         }
+    }
+
+    fn yield_now(&self, job: JobRef) {
+        self.inject(job);
     }
 
     fn enter_poll(&self) -> bool {
