@@ -630,3 +630,33 @@ fn a_yielding_task_does_not_starve_others_on_one_worker() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn injected_work_is_not_starved_by_a_self_refilling_deque() {
+    // A task that keeps spawning successors keeps its worker's deque full;
+    // work injected from outside must still run.
+    let rt = rt(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    fn chain(stop: Arc<AtomicBool>) -> strata::runtime::Task<()> {
+        strata::runtime::spawn(async move {
+            if !stop.load(Ordering::SeqCst) {
+                // Each link spawns the next before finishing; the handle is
+                // kept inside the next link's future chain via a join.
+                let next = chain(stop.clone());
+                let _ = next.await;
+            }
+        })
+    }
+    let head = {
+        let stop = stop.clone();
+        rt.spawn(async move {
+            let _ = chain(stop).await;
+        })
+    };
+    let outside = {
+        let stop = stop.clone();
+        rt.spawn(async move { stop.store(true, Ordering::SeqCst) })
+    };
+    outside.join().unwrap();
+    head.join().unwrap();
+}

@@ -53,6 +53,9 @@ const MASK: usize = RING - 1;
 /// Jobs in a row a worker takes from its LIFO slot before the slot's job
 /// goes to the back of the line (tokio's rule against ping-pong starvation).
 const LIFO_STREAK: u32 = 3;
+/// Every this many `find_work` calls the injector is tried first (tokio
+/// uses 61 too: a prime, so it does not beat in step with a workload).
+const GLOBAL_EVERY: u32 = 61;
 /// Rounds of looking for work before an idle worker sleeps.
 const SPIN_ROUNDS: u32 = 64;
 /// Of those, the first ones only spin; later ones yield the CPU.
@@ -261,6 +264,8 @@ pub(crate) struct WorkerThread {
     deque: Worker<JobRef>,
     /// The most recently woken task, run next (futures only).
     lifo: Cell<Option<JobRef>>,
+    /// Calls of `find_work`, for the periodic look at the global queue.
+    tick: Cell<u32>,
     /// Consecutive jobs taken from the LIFO slot.
     lifo_streak: Cell<u32>,
     /// True while polling a spawned future: wakes then go to the LIFO slot.
@@ -320,6 +325,7 @@ impl WorkerThread {
             deque,
             lifo: Cell::new(None),
             lifo_streak: Cell::new(0),
+            tick: Cell::new(0),
             in_poll: Cell::new(false),
             head: Cell::new(0),
             tail: Cell::new(0),
@@ -381,6 +387,15 @@ impl WorkerThread {
             self.registry.inject(job);
         }
         self.lifo_streak.set(0);
+        // Now and then the global queue first, so work injected from
+        // outside is not starved by a deque that keeps refilling itself.
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        if tick % GLOBAL_EVERY == 0
+            && let Steal::Success(job) = self.registry.injector.steal()
+        {
+            return Some(job);
+        }
         if let Some(job) = self.deque.pop() {
             return Some(job);
         }
