@@ -391,7 +391,7 @@ impl WorkerThread {
         // outside is not starved by a deque that keeps refilling itself.
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
-        if tick % GLOBAL_EVERY == 0
+        if tick.is_multiple_of(GLOBAL_EVERY)
             && let Steal::Success(job) = self.registry.injector.steal()
         {
             return Some(job);
