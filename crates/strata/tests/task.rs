@@ -434,3 +434,25 @@ fn stress_nested_scopes_with_errors() {
         }
     }
 }
+
+#[test]
+fn children_spawn_grandchildren_into_the_same_scope() {
+    let count = AtomicUsize::new(0);
+    scope(|s| {
+        for _ in 0..4 {
+            let count = &count;
+            s.spawn(move |_| {
+                for _ in 0..4 {
+                    s.spawn(move |_| {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        Ok(())
+                    });
+                }
+                Ok(())
+            });
+        }
+    })
+    .unwrap();
+    // The scope waited for the grandchildren too.
+    assert_eq!(count.load(Ordering::SeqCst), 16);
+}

@@ -10,9 +10,10 @@
 //! to share runs at sequential speed, and load balances at any granularity.
 //! `with_min_len(n)` keeps every split piece at least `n` units.
 //!
-//! Called from outside a pool, the caller folds a prefix itself for up to
-//! ~20 µs (tiny inputs never pay for a pool round trip) and hands the rest
-//! to the current runtime.
+//! Called from outside a pool, the caller folds a prefix itself and hands
+//! the rest to the current runtime once it has spent ~20 µs or the prefix
+//! predicts the whole would take over ~40 µs (tiny inputs never pay for a
+//! pool round trip; big ones hand off after the first block).
 
 use std::time::{Duration, Instant};
 
@@ -42,7 +43,8 @@ pub(crate) fn drive<F: Fold>(f: &F, len: usize, min_len: usize) -> F::Acc {
     if let Some(w) = unsafe { WorkerThread::current().as_ref() } {
         return fold_range(f, w, 0, len, min_len);
     }
-    // Outside the pool: work alone while that is cheap.
+    // Outside the pool: work alone while that is cheap — and stop as soon
+    // as the time so far predicts the whole input will not be.
     let started = Instant::now();
     let mut acc = f.start(0, len);
     let mut i = 0;
@@ -52,8 +54,19 @@ pub(crate) fn drive<F: Fold>(f: &F, len: usize, min_len: usize) -> F::Acc {
         let end = (i + block).min(len);
         f.fold(&mut acc, i, end);
         i = end;
-        if i < len && started.elapsed() >= SOLO_BUDGET {
+        if i == len {
+            break;
+        }
+        let spent = started.elapsed();
+        let predicted = spent.mul_f64(len as f64 / i as f64);
+        if spent >= SOLO_BUDGET || predicted >= 2 * SOLO_BUDGET {
             let rest = with_current(|reg| {
+                // The injected job wakes one worker, which shares as soon
+                // as it starts; waking a second one now overlaps the two
+                // wake-ups instead of paying them one after the other.
+                if len - i >= 2 * min_len {
+                    reg.sleep.notify_one();
+                }
                 reg.in_worker(|| {
                     // SAFETY: `in_worker` runs this on a worker.
                     let w = unsafe { &*WorkerThread::current() };

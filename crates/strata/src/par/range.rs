@@ -8,6 +8,11 @@ use super::driver::{Fold, drive};
 use super::slice::{Pieces, collect_map};
 
 /// An integer type whose ranges can be split by index.
+///
+/// ```
+/// use strata::par::ParRange;
+/// assert_eq!((-3..3i8).par_map(|i| i * 2), vec![-6, -4, -2, 0, 2, 4]);
+/// ```
 pub trait RangeInteger: Copy + Send + Sync + 'static {
     /// `end - start` as a count of items (0 if empty).
     #[doc(hidden)]
@@ -46,9 +51,19 @@ range_integer!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
 /// ```
 pub trait ParRange<I: RangeInteger> {
     /// The range with splitting options.
+    ///
+    /// ```
+    /// use strata::par::ParRange;
+    /// assert_eq!((0..3u8).par().par_map(|i| i), vec![0, 1, 2]);
+    /// ```
     fn par(&self) -> ParRangeWith<I>;
 
     /// `f` on every item, in parallel; results in order.
+    ///
+    /// ```
+    /// use strata::par::ParRange;
+    /// assert_eq!((0..3i32).par_map(|i| -i), vec![0, -1, -2]);
+    /// ```
     fn par_map<U, F>(&self, f: F) -> Vec<U>
     where
         U: Send,
@@ -58,6 +73,14 @@ pub trait ParRange<I: RangeInteger> {
     }
 
     /// `f` on every item, in parallel.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use strata::par::ParRange;
+    /// let n = AtomicUsize::new(0);
+    /// (0..50usize).par_for_each(|_| { n.fetch_add(1, Ordering::Relaxed); });
+    /// assert_eq!(n.into_inner(), 50);
+    /// ```
     fn par_for_each<F>(&self, f: F)
     where
         F: Fn(I) + Sync,
@@ -66,6 +89,11 @@ pub trait ParRange<I: RangeInteger> {
     }
 
     /// The items for which `keep` is true, in order.
+    ///
+    /// ```
+    /// use strata::par::ParRange;
+    /// assert_eq!((0..6u32).par_filter(|i| *i > 3), vec![4, 5]);
+    /// ```
     fn par_filter<F>(&self, keep: F) -> Vec<I>
     where
         F: Fn(&I) -> bool + Sync,
@@ -75,6 +103,11 @@ pub trait ParRange<I: RangeInteger> {
 
     /// Reduces the items with the associative `op` and its neutral
     /// element `identity()`.
+    ///
+    /// ```
+    /// use strata::par::ParRange;
+    /// assert_eq!((0..5u64).par_reduce(|| 0, u64::max), 4);
+    /// ```
     fn par_reduce<ID, OP>(&self, identity: ID, op: OP) -> I
     where
         ID: Fn() -> I + Sync,
@@ -88,11 +121,21 @@ pub trait ParRange<I: RangeInteger> {
     ///
     /// # Panics
     /// If `size` is 0.
+    ///
+    /// ```
+    /// use strata::par::ParRange;
+    /// assert_eq!((0..5u8).par_chunks(2).par_map(|r| r.end), vec![2, 4, 5]);
+    /// ```
     fn par_chunks(&self, size: usize) -> ParRangeChunks<I> {
         self.par().par_chunks(size)
     }
 
     /// Never split into pieces of fewer than `n` items.
+    ///
+    /// ```
+    /// use strata::par::ParRange;
+    /// assert_eq!((0..100u32).with_min_len(25).par_reduce(|| 0, |a, b| a + b), 4950);
+    /// ```
     fn with_min_len(&self, n: usize) -> ParRangeWith<I> {
         self.par().with_min_len(n)
     }
@@ -109,6 +152,12 @@ impl<I: RangeInteger> ParRange<I> for Range<I> {
 }
 
 /// A range with splitting options; has the same methods as [`ParRange`].
+///
+/// ```
+/// use strata::par::ParRange;
+/// let v = (0..1000u32).with_min_len(100).par_map(|i| i % 10);
+/// assert_eq!(v.len(), 1000);
+/// ```
 #[derive(Clone, Copy)]
 pub struct ParRangeWith<I> {
     start: I,
@@ -178,7 +227,8 @@ struct Keep<'a, I, F> {
 impl<I: RangeInteger, F: Fn(&I) -> bool + Sync> Fold for Keep<'_, I, F> {
     type Acc = Pieces<I>;
     fn start(&self, lo: usize, hi: usize) -> Pieces<I> {
-        Pieces(vec![Vec::with_capacity(hi - lo)])
+        // As for slices: start small, grow by doubling.
+        Pieces(vec![Vec::with_capacity((hi - lo).min(1 << 12))])
     }
     #[inline]
     fn fold(&self, acc: &mut Pieces<I>, lo: usize, hi: usize) {
@@ -224,6 +274,12 @@ impl<I: RangeInteger, ID: Fn() -> I + Sync, OP: Fn(I, I) -> I + Sync> Fold
 
 impl<I: RangeInteger> ParRangeWith<I> {
     /// Never split into pieces of fewer than `n` items.
+    ///
+    /// ```
+    /// use strata::par::ParRange;
+    /// let r = (0..10u8).par().with_min_len(4).par_reduce(|| 0, |a, b| a + b);
+    /// assert_eq!(r, 45);
+    /// ```
     pub fn with_min_len(self, n: usize) -> Self {
         Self {
             min_len: n.max(1),
@@ -232,12 +288,25 @@ impl<I: RangeInteger> ParRangeWith<I> {
     }
 
     /// See [`ParRange::par_map`].
+    ///
+    /// ```
+    /// use strata::par::ParRange;
+    /// assert_eq!((1..4u64).par().par_map(|i| i * i), vec![1, 4, 9]);
+    /// ```
     pub fn par_map<U: Send, F: Fn(I) -> U + Sync>(self, f: F) -> Vec<U> {
         let start = self.start;
         collect_map(self.len, self.min_len, |out| Map { start, f: &f, out })
     }
 
     /// See [`ParRange::par_for_each`].
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use strata::par::ParRange;
+    /// let sum = AtomicU64::new(0);
+    /// (0..100u64).par().par_for_each(|i| { sum.fetch_add(i, Ordering::Relaxed); });
+    /// assert_eq!(sum.into_inner(), 4950);
+    /// ```
     pub fn par_for_each<F: Fn(I) + Sync>(self, f: F) {
         drive(
             &Each {
@@ -250,6 +319,11 @@ impl<I: RangeInteger> ParRangeWith<I> {
     }
 
     /// See [`ParRange::par_filter`].
+    ///
+    /// ```
+    /// use strata::par::ParRange;
+    /// assert_eq!((0..10i64).par().par_filter(|i| i % 3 == 0), vec![0, 3, 6, 9]);
+    /// ```
     pub fn par_filter<F: Fn(&I) -> bool + Sync>(self, keep: F) -> Vec<I> {
         let fold = Keep {
             start: self.start,
@@ -259,6 +333,11 @@ impl<I: RangeInteger> ParRangeWith<I> {
     }
 
     /// See [`ParRange::par_reduce`].
+    ///
+    /// ```
+    /// use strata::par::ParRange;
+    /// assert_eq!((1..6u32).par().par_reduce(|| 1, |a, b| a * b), 120);
+    /// ```
     pub fn par_reduce<ID, OP>(self, identity: ID, op: OP) -> I
     where
         ID: Fn() -> I + Sync,
@@ -273,6 +352,12 @@ impl<I: RangeInteger> ParRangeWith<I> {
     }
 
     /// See [`ParRange::par_chunks`].
+    ///
+    /// ```
+    /// use strata::par::ParRange;
+    /// let lens = (0..10usize).par().par_chunks(3).par_map(|r| r.len());
+    /// assert_eq!(lens, vec![3, 3, 3, 1]);
+    /// ```
     pub fn par_chunks(self, size: usize) -> ParRangeChunks<I> {
         assert!(size > 0, "par_chunks: chunk size must be positive");
         ParRangeChunks {
@@ -317,6 +402,12 @@ impl<I: RangeInteger> ParRangeChunks<I> {
     }
 
     /// `f` on every sub-range, in parallel; results in order.
+    ///
+    /// ```
+    /// use strata::par::ParRange;
+    /// let firsts = (0..9u16).par_chunks(4).par_map(|r| r.start);
+    /// assert_eq!(firsts, vec![0, 4, 8]);
+    /// ```
     pub fn par_map<U: Send, F: Fn(Range<I>) -> U + Sync>(self, f: F) -> Vec<U> {
         let n = self.len.div_ceil(self.size);
         let this = self;
@@ -326,6 +417,14 @@ impl<I: RangeInteger> ParRangeChunks<I> {
     }
 
     /// `f` on every sub-range, in parallel.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use strata::par::ParRange;
+    /// let n = AtomicUsize::new(0);
+    /// (0..1000u32).par_chunks(64).par_for_each(|r| { n.fetch_add(r.len(), Ordering::Relaxed); });
+    /// assert_eq!(n.into_inner(), 1000);
+    /// ```
     pub fn par_for_each<F: Fn(Range<I>) + Sync>(self, f: F) {
         let n = self.len.div_ceil(self.size);
         let this = self;

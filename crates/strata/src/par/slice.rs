@@ -20,9 +20,20 @@ use super::driver::{Fold, drive};
 /// ```
 pub trait ParSlice<T: Sync> {
     /// The slice with splitting options (see [`with_min_len`](ParSlice::with_min_len)).
+    ///
+    /// ```
+    /// use strata::par::ParSlice;
+    /// let v = [5, 6];
+    /// assert_eq!(v.par().par_map(|x| x - 5), vec![0, 1]);
+    /// ```
     fn par(&self) -> Par<'_, T>;
 
     /// `f` on every element, in parallel; results in input order.
+    ///
+    /// ```
+    /// use strata::par::ParSlice;
+    /// assert_eq!(vec![1, 2].par_map(|x| x + 1), vec![2, 3]);
+    /// ```
     fn par_map<U, F>(&self, f: F) -> Vec<U>
     where
         U: Send,
@@ -32,6 +43,14 @@ pub trait ParSlice<T: Sync> {
     }
 
     /// `f` on every element, in parallel.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use strata::par::ParSlice;
+    /// let n = AtomicU32::new(0);
+    /// vec![1u32; 64].par_for_each(|x| { n.fetch_add(*x, Ordering::Relaxed); });
+    /// assert_eq!(n.into_inner(), 64);
+    /// ```
     fn par_for_each<F>(&self, f: F)
     where
         F: Fn(&T) + Sync,
@@ -40,6 +59,11 @@ pub trait ParSlice<T: Sync> {
     }
 
     /// Clones of the elements for which `keep` is true, in input order.
+    ///
+    /// ```
+    /// use strata::par::ParSlice;
+    /// assert_eq!([1, 2, 3, 4].par_filter(|x| x % 2 == 0), vec![2, 4]);
+    /// ```
     fn par_filter<F>(&self, keep: F) -> Vec<T>
     where
         T: Clone + Send,
@@ -50,6 +74,11 @@ pub trait ParSlice<T: Sync> {
 
     /// Reduces the elements with `op`, an associative operation whose
     /// neutral element `identity()` returns (it seeds every split piece).
+    ///
+    /// ```
+    /// use strata::par::ParSlice;
+    /// assert_eq!([1u64, 2, 3].par_reduce(|| 0, |a, b| a + b), 6);
+    /// ```
     fn par_reduce<ID, OP>(&self, identity: ID, op: OP) -> T
     where
         T: Clone + Send,
@@ -64,12 +93,22 @@ pub trait ParSlice<T: Sync> {
     ///
     /// # Panics
     /// If `size` is 0.
+    ///
+    /// ```
+    /// use strata::par::ParSlice;
+    /// assert_eq!([1, 2, 3].par_chunks(2).par_map(|c| c.len()), vec![2, 1]);
+    /// ```
     fn par_chunks(&self, size: usize) -> ParChunks<'_, T> {
         self.par().par_chunks(size)
     }
 
     /// Never split into pieces of fewer than `n` elements (for elements so
     /// cheap that even lazy splitting is not worth it below `n`).
+    ///
+    /// ```
+    /// use strata::par::ParSlice;
+    /// assert_eq!(vec![2u8; 100].with_min_len(10).par_map(|x| x * 2), vec![4u8; 100]);
+    /// ```
     fn with_min_len(&self, n: usize) -> Par<'_, T> {
         self.par().with_min_len(n)
     }
@@ -215,9 +254,10 @@ struct Filter<'a, T, F> {
 impl<T: Clone + Send + Sync, F: Fn(&T) -> bool + Sync> Fold for Filter<'_, T, F> {
     type Acc = Pieces<T>;
     fn start(&self, lo: usize, hi: usize) -> Pieces<T> {
-        // Capacity for the whole range: untouched pages cost nothing, and
-        // no piece ever reallocates.
-        Pieces(vec![Vec::with_capacity(hi - lo)])
+        // A modest start: pieces split off near the end are small, and a
+        // big piece grows by doubling (large reallocations remap pages
+        // rather than copy them).
+        Pieces(vec![Vec::with_capacity((hi - lo).min(1 << 12))])
     }
     #[inline]
     fn fold(&self, acc: &mut Pieces<T>, lo: usize, hi: usize) {
@@ -281,6 +321,12 @@ impl<T: Send> Pieces<T> {
 
 impl<'a, T: Sync> Par<'a, T> {
     /// Never split into pieces of fewer than `n` elements.
+    ///
+    /// ```
+    /// use strata::par::ParSlice;
+    /// let v = [1u8; 300];
+    /// assert_eq!(v.par().with_min_len(50).par_map(|x| x + 1), vec![2u8; 300]);
+    /// ```
     pub fn with_min_len(self, n: usize) -> Self {
         Self {
             min_len: n.max(1),
@@ -289,6 +335,12 @@ impl<'a, T: Sync> Par<'a, T> {
     }
 
     /// See [`ParSlice::par_map`].
+    ///
+    /// ```
+    /// use strata::par::ParSlice;
+    /// let v = [1, 2, 3];
+    /// assert_eq!(v.par().par_map(|x| x * 10), vec![10, 20, 30]);
+    /// ```
     pub fn par_map<U, F>(self, f: F) -> Vec<U>
     where
         U: Send,
@@ -299,6 +351,14 @@ impl<'a, T: Sync> Par<'a, T> {
     }
 
     /// See [`ParSlice::par_for_each`].
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicI32, Ordering};
+    /// use strata::par::ParSlice;
+    /// let total = AtomicI32::new(0);
+    /// [4, 5, 6].par().par_for_each(|x| { total.fetch_add(*x, Ordering::Relaxed); });
+    /// assert_eq!(total.into_inner(), 15);
+    /// ```
     pub fn par_for_each<F>(self, f: F)
     where
         F: Fn(&T) + Sync,
@@ -311,6 +371,12 @@ impl<'a, T: Sync> Par<'a, T> {
     }
 
     /// See [`ParSlice::par_filter`].
+    ///
+    /// ```
+    /// use strata::par::ParSlice;
+    /// let v = vec!["a", "bb", "ccc"];
+    /// assert_eq!(v.par().par_filter(|s| s.len() != 2), vec!["a", "ccc"]);
+    /// ```
     pub fn par_filter<F>(self, keep: F) -> Vec<T>
     where
         T: Clone + Send,
@@ -324,6 +390,12 @@ impl<'a, T: Sync> Par<'a, T> {
     }
 
     /// See [`ParSlice::par_reduce`].
+    ///
+    /// ```
+    /// use strata::par::ParSlice;
+    /// let v = vec![3, 9, 4];
+    /// assert_eq!(v.par().par_reduce(|| i32::MIN, i32::max), 9);
+    /// ```
     pub fn par_reduce<ID, OP>(self, identity: ID, op: OP) -> T
     where
         T: Clone + Send,
@@ -339,6 +411,12 @@ impl<'a, T: Sync> Par<'a, T> {
     }
 
     /// See [`ParSlice::par_chunks`].
+    ///
+    /// ```
+    /// use strata::par::ParSlice;
+    /// let v: Vec<u8> = (0..7).collect();
+    /// assert_eq!(v.par().par_chunks(3).par_map(|c| c.len()), vec![3, 3, 1]);
+    /// ```
     pub fn par_chunks(self, size: usize) -> ParChunks<'a, T> {
         assert!(size > 0, "par_chunks: chunk size must be positive");
         ParChunks {
@@ -408,6 +486,13 @@ impl<T: Sync> ParChunks<'_, T> {
     }
 
     /// Never split into pieces of fewer than `n` chunks.
+    ///
+    /// ```
+    /// use strata::par::ParSlice;
+    /// let v = vec![1u64; 1000];
+    /// let sums = v.par_chunks(10).with_min_len(8).par_map(|c| c.iter().sum::<u64>());
+    /// assert_eq!(sums, vec![10; 100]);
+    /// ```
     pub fn with_min_len(self, n: usize) -> Self {
         Self {
             min_len: n.max(1),
@@ -416,6 +501,12 @@ impl<T: Sync> ParChunks<'_, T> {
     }
 
     /// `f` on every chunk, in parallel; results in chunk order.
+    ///
+    /// ```
+    /// use strata::par::ParSlice;
+    /// let v = [1, 2, 3, 4, 5];
+    /// assert_eq!(v.par_chunks(2).par_map(|c| c.to_vec()), vec![vec![1, 2], vec![3, 4], vec![5]]);
+    /// ```
     pub fn par_map<U, F>(self, f: F) -> Vec<U>
     where
         U: Send,
@@ -431,6 +522,14 @@ impl<T: Sync> ParChunks<'_, T> {
     }
 
     /// `f` on every chunk, in parallel.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use strata::par::ParSlice;
+    /// let chunks = AtomicUsize::new(0);
+    /// [0u8; 10].par_chunks(4).par_for_each(|_| { chunks.fetch_add(1, Ordering::Relaxed); });
+    /// assert_eq!(chunks.into_inner(), 3);
+    /// ```
     pub fn par_for_each<F>(self, f: F)
     where
         F: Fn(&[T]) + Sync,

@@ -33,7 +33,9 @@ thread_local! {
 }
 
 /// Runs `fut` to completion on the calling thread, parking it while the
-/// future is pending (no busy polling), and returns its output.
+/// future is pending (no busy polling), and returns its output. On a pool
+/// worker it runs other jobs while the future is pending instead (so
+/// waiting for a task queued on that same worker cannot deadlock).
 ///
 /// It needs no runtime: strata's own futures (locks, tasks, channels) wake
 /// through their wakers, so `block_on` works for any future that does not
@@ -48,6 +50,10 @@ thread_local! {
 /// assert_eq!(block_on(async { task.await.unwrap() * 10 }), 20);
 /// ```
 pub fn block_on<F: Future>(fut: F) -> F::Output {
+    // SAFETY: a non-null current worker is live for this whole call.
+    if let Some(w) = unsafe { super::WorkerThread::current().as_ref() } {
+        return w.block_on(fut);
+    }
     let cached = CACHED.with(|c| c.borrow_mut().take());
     let (notify, waker) = cached.unwrap_or_else(|| {
         let notify = Arc::new(ThreadWaker {

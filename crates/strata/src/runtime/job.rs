@@ -11,7 +11,9 @@ use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 
+use super::WorkerThread;
 use super::latch::Latch;
+use super::slab::{Chunk, SLOT};
 use crate::loom::cell::UnsafeCell;
 
 /// What to do with a job taken from a queue.
@@ -123,7 +125,9 @@ impl<L: Latch, F: FnOnce() -> R + Send, R: Send> StackJob<L, F, R> {
         // SAFETY: `data` came from `as_job_ref` on a live `StackJob` of this
         // exact type, and the waiter keeps it alive until the latch is set.
         let this = unsafe { data.cast::<Self>().as_ref() };
-        debug_assert_eq!(action, Action::Run, "stack jobs are never cancelled");
+        // A stack job is never cancelled: its owner waits for it. (None can
+        // be queued when the queues are drained at shutdown.)
+        let _ = action;
         // SAFETY: this thread took the job from a queue, so it is the only
         // one touching `func` (the waiter no longer can: it gave the job
         // away, and only reads `result` after the latch is set).
@@ -178,19 +182,42 @@ impl<L: Latch, F: FnOnce() -> R + Send, R: Send> StackJob<L, F, R> {
     }
 }
 
-/// A boxed closure that owns itself; running it frees it.
+/// A heap-allocated closure that owns itself; running it frees it. Small
+/// ones spawned on a worker live in a slot of that worker's chunk (see
+/// [`super::slab`]), others in a `Box`.
 pub(crate) struct HeapJob<F> {
     func: F,
 }
 
+/// A job in a chunk slot: the closure and the chunk to release the slot to.
+#[repr(C)]
+struct SlabJob<F> {
+    chunk: NonNull<Chunk>,
+    func: F,
+}
+
 impl<F: FnOnce() + Send> HeapJob<F> {
-    /// Boxes `func` and returns its ref. The closure must catch its own
-    /// panics: a panic escaping a heap job aborts the worker's job loop.
+    /// Stores `func` on the heap and returns its ref. The closure must
+    /// catch its own panics: a panic escaping a heap job aborts the
+    /// worker's job loop.
     ///
     /// # Safety
     /// Everything `func` borrows must outlive its run (a scope guarantees
     /// this by waiting for all its children).
+    #[inline]
     pub(crate) unsafe fn into_job_ref(func: F) -> JobRef {
+        if size_of::<SlabJob<F>>() <= SLOT && align_of::<SlabJob<F>>() <= SLOT {
+            // SAFETY: a non-null current worker is live for this call.
+            if let Some(w) = unsafe { WorkerThread::current().as_ref() } {
+                let (slot, chunk) = w.slab().slot();
+                let job = slot.cast::<SlabJob<F>>();
+                // SAFETY: the slot is `SLOT` bytes, 64-aligned, unused, and
+                // owned by this job until `slab_entry` releases it.
+                unsafe { job.as_ptr().write(SlabJob { chunk, func }) };
+                // SAFETY: `slab_entry` reads the job back exactly once.
+                return unsafe { JobRef::new(job.cast(), Self::slab_entry) };
+            }
+        }
         let boxed = Box::new(HeapJob { func });
         let data = NonNull::from(Box::leak(boxed)).cast();
         // SAFETY: the box is leaked until `entry` reclaims it, exactly once.
@@ -204,6 +231,18 @@ impl<F: FnOnce() + Send> HeapJob<F> {
             Action::Run => (job.func)(),
             // Dropping it drops whatever the closure owns.
             Action::Cancel => drop(job),
+        }
+    }
+
+    unsafe fn slab_entry(data: NonNull<()>, action: Action) {
+        // SAFETY: `data` is the slot written in `into_job_ref`; this is its
+        // one read, which moves the closure out.
+        let SlabJob { chunk, func } = unsafe { data.cast::<SlabJob<F>>().as_ptr().read() };
+        // SAFETY: the slot's count is this job's; nothing touches it again.
+        unsafe { Chunk::release(chunk, 1) };
+        match action {
+            Action::Run => func(),
+            Action::Cancel => drop(func),
         }
     }
 }

@@ -43,12 +43,13 @@ mod latch;
 mod metrics;
 mod pin;
 mod registry;
+mod slab;
 mod sleep;
 mod spawn;
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc as StdArc, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use thiserror::Error;
@@ -62,8 +63,6 @@ pub(crate) use job::{HeapJob, JobRef};
 pub(crate) use latch::{CountLatch, Latch, WorkerLatch};
 pub(crate) use registry::{Registry, WorkerThread};
 pub(crate) use sleep::Sleep;
-
-use crate::loom::sync::Arc;
 
 /// Why a runtime could not be built.
 ///
@@ -123,30 +122,58 @@ impl Default for Builder {
 
 impl Builder {
     /// Number of worker threads (default: `available_parallelism()`).
+    ///
+    /// ```
+    /// let rt = strata::runtime::Runtime::builder().threads(3).build().unwrap();
+    /// assert_eq!(rt.threads(), 3);
+    /// ```
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = Some(n);
         self
     }
 
     /// Thread name prefix; workers are named `NAME-0`, `NAME-1`, …
+    ///
+    /// ```
+    /// let rt = strata::runtime::Runtime::builder().threads(1).name("io").build().unwrap();
+    /// let n = rt.install(|| std::thread::current().name().map(String::from));
+    /// assert_eq!(n.as_deref(), Some("io-0"));
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
 
     /// Stack size of each worker thread, in bytes (default 16 MiB).
+    ///
+    /// ```
+    /// fn depth(d: u32) -> u32 { if d == 0 { 0 } else { strata::join(|| depth(d - 1), || 1).0 + 1 } }
+    /// let rt = strata::runtime::Runtime::builder().threads(1).stack_size(64 << 20).build().unwrap();
+    /// assert_eq!(rt.install(|| depth(5_000)), 5_000);
+    /// ```
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = bytes;
         self
     }
 
     /// Pin worker `i` to the `i`-th CPU this process may use (best effort).
+    ///
+    /// ```
+    /// let rt = strata::runtime::Runtime::builder().threads(2).pin_threads(true).build().unwrap();
+    /// assert_eq!(rt.join(|| 1, || 2), (1, 2));
+    /// ```
     pub fn pin_threads(mut self, pin: bool) -> Self {
         self.pin_threads = pin;
         self
     }
 
     /// Starts the workers.
+    ///
+    /// ```
+    /// use strata::runtime::{BuildError, Runtime};
+    /// assert!(Runtime::builder().threads(2).build().is_ok());
+    /// assert!(matches!(Runtime::builder().threads(0).build(), Err(BuildError::ZeroThreads)));
+    /// ```
     pub fn build(self) -> Result<Runtime, BuildError> {
         let n = match self.threads {
             Some(0) => return Err(BuildError::ZeroThreads),
@@ -228,14 +255,20 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Arc<Registry>) -> R) -> R {
     }
     let entered = ENTERED.with(|e| e.borrow().last().cloned());
     match entered {
-        Some(reg) => f(&reg),
-        None => f(&Runtime::global().registry),
+        // (Closed only if an `EnterGuard` was leaked past its runtime.)
+        Some(reg) if !reg.is_closed() => f(&reg),
+        _ => f(&Runtime::global().registry),
     }
 }
 
 impl Runtime {
     /// A builder with the defaults: `available_parallelism()` workers,
     /// named `strata-worker-N`, 16 MiB stacks, not pinned.
+    ///
+    /// ```
+    /// let rt = strata::runtime::Runtime::builder().build().unwrap();
+    /// assert_eq!(rt.threads(), std::thread::available_parallelism().map_or(1, |n| n.get()));
+    /// ```
     pub fn builder() -> Builder {
         Builder::default()
     }
@@ -268,6 +301,11 @@ impl Runtime {
     }
 
     /// Number of worker threads.
+    ///
+    /// ```
+    /// let rt = strata::runtime::Runtime::builder().threads(2).build().unwrap();
+    /// assert_eq!(rt.threads(), 2);
+    /// ```
     pub fn threads(&self) -> usize {
         self.registry.num_workers()
     }
@@ -384,6 +422,14 @@ impl Runtime {
 
     /// Stops the workers after their current job, joins them, and cancels
     /// every unfinished spawned task. Same as dropping the runtime.
+    ///
+    /// ```
+    /// use strata::task::Cancelled;
+    /// let rt = strata::runtime::Runtime::builder().threads(1).build().unwrap();
+    /// let stuck = rt.spawn(std::future::pending::<()>());
+    /// rt.shutdown();
+    /// assert_eq!(stuck.join(), Err(Cancelled));
+    /// ```
     pub fn shutdown(self) {
         drop(self);
     }
@@ -419,6 +465,15 @@ impl fmt::Debug for Runtime {
 
 /// Returned by [`Runtime::enter`]; leaving it restores the previous
 /// current runtime.
+///
+/// ```
+/// let rt = strata::runtime::Runtime::builder().threads(1).name("entered").build().unwrap();
+/// {
+///     let _guard = rt.enter();
+///     let t = strata::runtime::spawn(async { std::thread::current().name().map(String::from) });
+///     assert_eq!(t.join().unwrap().as_deref(), Some("entered-0"));
+/// }
+/// ```
 #[must_use = "the runtime is only current while the guard lives"]
 pub struct EnterGuard<'a> {
     _rt: &'a Runtime,
@@ -460,7 +515,7 @@ where
     F::Output: Send + 'static,
 {
     let (raw, job) = spawn::RawTask::new(fut, reg.clone());
-    let weak: std::sync::Weak<dyn spawn::Cancel> = StdArc::downgrade(&raw) as _;
+    let weak: std::sync::Weak<dyn spawn::Cancel> = Arc::downgrade(&raw) as _;
     raw.set_slot(reg.live.insert(weak));
     reg.spawned
         .fetch_add(1, crate::loom::sync::atomic::Ordering::Relaxed);

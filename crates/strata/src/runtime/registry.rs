@@ -38,14 +38,24 @@ use crossbeam_utils::CachePadded;
 
 use super::job::{Action, JobRef, StackJob};
 use super::latch::{LockLatch, WorkerLatch};
+use super::slab::SlabCursor;
 use super::sleep::Sleep;
 use super::spawn::LiveTasks;
-use crate::loom::sync::Arc;
+// The registry is not loom-modelled (crossbeam-deque is not): a std `Arc`.
 use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::Arc;
 
-/// Private jobs a worker keeps before further joins run sequentially.
-const RING: usize = 8;
+/// Private jobs a worker keeps before further joins run sequentially (a
+/// few suffice: the oldest, shared first, are the biggest; fewer mean
+/// fewer joins pay for a push).
+const RING: usize = 4;
 const MASK: usize = RING - 1;
+/// Jobs in a row a worker takes from its LIFO slot before the slot's job
+/// goes to the back of the line (tokio's rule against ping-pong starvation).
+const LIFO_STREAK: u32 = 3;
+/// Every this many `find_work` calls the injector is tried first (tokio
+/// uses 61 too: a prime, so it does not beat in step with a workload).
+const GLOBAL_EVERY: u32 = 61;
 /// Rounds of looking for work before an idle worker sleeps.
 const SPIN_ROUNDS: u32 = 64;
 /// Of those, the first ones only spin; later ones yield the CPU.
@@ -145,6 +155,11 @@ impl Registry {
             // before this load): nobody will run it, so cancel it here.
             self.drain();
         }
+    }
+
+    /// Whether the workers are gone (queued work is cancelled).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Whether any queue visible to all workers holds a job.
@@ -249,12 +264,20 @@ pub(crate) struct WorkerThread {
     deque: Worker<JobRef>,
     /// The most recently woken task, run next (futures only).
     lifo: Cell<Option<JobRef>>,
+    /// Calls of `find_work`, for the periodic look at the global queue.
+    tick: Cell<u32>,
+    /// Consecutive jobs taken from the LIFO slot.
+    lifo_streak: Cell<u32>,
     /// True while polling a spawned future: wakes then go to the LIFO slot.
     in_poll: Cell<bool>,
     head: Cell<usize>,
     tail: Cell<usize>,
     ring: [Cell<JobRef>; RING],
     rng: Cell<u64>,
+    /// `&registry.idle`, one load closer for the join fast path.
+    idle: *const AtomicUsize,
+    /// Where this worker's small heap jobs are carved from.
+    slab: SlabCursor,
 }
 
 impl WorkerThread {
@@ -274,7 +297,17 @@ impl WorkerThread {
     /// it between blocks to split lazily.
     #[inline]
     pub(crate) fn work_requested(&self) -> bool {
-        self.registry.idle.load(Ordering::Relaxed) != 0 && self.deque.is_empty()
+        self.anyone_idle() && self.deque.is_empty()
+    }
+
+    #[inline]
+    fn anyone_idle(&self) -> bool {
+        // SAFETY: points into `self.registry`, which this struct keeps alive.
+        unsafe { &*self.idle }.load(Ordering::Relaxed) != 0
+    }
+
+    pub(crate) fn slab(&self) -> &SlabCursor {
+        &self.slab
     }
 
     fn shared(&self) -> &WorkerShared {
@@ -283,11 +316,16 @@ impl WorkerThread {
 
     /// The body of a worker thread.
     pub(crate) fn run(registry: Arc<Registry>, index: usize, deque: Worker<JobRef>) {
+        let idle: *const AtomicUsize = &*registry.idle;
         let this = WorkerThread {
+            slab: SlabCursor::new(),
+            idle,
             index,
             registry,
             deque,
             lifo: Cell::new(None),
+            lifo_streak: Cell::new(0),
+            tick: Cell::new(0),
             in_poll: Cell::new(false),
             head: Cell::new(0),
             tail: Cell::new(0),
@@ -302,6 +340,11 @@ impl WorkerThread {
         // drain (or another worker) finds it.
         if let Some(job) = this.lifo.take() {
             this.registry.inject(job);
+        }
+        if this.registry.is_closed() {
+            // This worker dropped its own runtime (it cannot join itself):
+            // what its last job queued after the close is cancelled here.
+            this.registry.drain();
         }
         WORKER.with(|w| w.set(ptr::null()));
     }
@@ -334,6 +377,23 @@ impl WorkerThread {
     #[inline]
     fn find_work(&self) -> Option<JobRef> {
         if let Some(job) = self.lifo.take() {
+            // Two tasks waking each other through the slot would keep it
+            // forever: after a few turns in a row it goes to the back.
+            let streak = self.lifo_streak.get();
+            if streak < LIFO_STREAK {
+                self.lifo_streak.set(streak + 1);
+                return Some(job);
+            }
+            self.registry.inject(job);
+        }
+        self.lifo_streak.set(0);
+        // Now and then the global queue first, so work injected from
+        // outside is not starved by a deque that keeps refilling itself.
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        if tick.is_multiple_of(GLOBAL_EVERY)
+            && let Steal::Success(job) = self.registry.injector.steal()
+        {
             return Some(job);
         }
         if let Some(job) = self.deque.pop() {
@@ -389,7 +449,7 @@ impl WorkerThread {
     /// With `latch`, returns early once it is set (a waiting owner).
     /// Returns a job if one turned up.
     #[cold]
-    fn idle(&self, latch: Option<&WorkerLatch>) -> Option<JobRef> {
+    fn idle(&self, latch: Option<&dyn Wait>) -> Option<JobRef> {
         // Counted idle (which asks busy workers to share) for the whole call.
         struct Idle<'a>(&'a AtomicUsize);
         impl Drop for Idle<'_> {
@@ -400,7 +460,7 @@ impl WorkerThread {
         self.registry.idle.fetch_add(1, Ordering::Relaxed);
         let _idle = Idle(&self.registry.idle);
         let done = || {
-            latch.is_some_and(WorkerLatch::probe)
+            latch.is_some_and(|l| l.probe())
                 || (latch.is_none() && self.registry.terminate.load(Ordering::Acquire))
         };
         for round in 0..SPIN_ROUNDS {
@@ -433,6 +493,11 @@ impl WorkerThread {
 
     /// Runs other jobs until `latch` is set.
     pub(crate) fn wait_until(&self, latch: &WorkerLatch) {
+        self.wait_for(latch);
+    }
+
+    /// Runs other jobs until `w` is done.
+    fn wait_for(&self, latch: &dyn Wait) {
         while !latch.probe() {
             if let Some(job) = self.find_work() {
                 self.execute(job);
@@ -499,12 +564,17 @@ impl WorkerThread {
         // chili): a recursion written `join(|| left, || right)` then walks
         // right-to-left, which is the order in which a depth-first builder
         // allocated its nodes. Which half runs first is unspecified.
+        if self.tail.get() - self.head.get() >= RING && !self.anyone_idle() {
+            // The common case deep in a recursion: nothing to do but run.
+            let rb = b();
+            return (a(), rb);
+        }
         let (rb, ra) = self.join_offering(b, a);
         (ra, rb)
     }
 
     /// Runs `first` here, offering `offered` to idle workers meanwhile.
-    #[inline]
+    #[inline(never)]
     fn join_offering<A, B, RA, RB>(&self, first: A, offered: B) -> (RA, RB)
     where
         A: FnOnce() -> RA + Send,
@@ -607,6 +677,10 @@ impl super::spawn::Schedule for Arc<Registry> {
         }
     }
 
+    fn yield_now(&self, job: JobRef) {
+        self.inject(job);
+    }
+
     fn enter_poll(&self) -> bool {
         // SAFETY: as above.
         match unsafe { WorkerThread::current().as_ref() } {
@@ -624,5 +698,93 @@ impl super::spawn::Schedule for Arc<Registry> {
 
     fn finished(&self, slot: usize) {
         self.live.remove(slot);
+    }
+}
+
+/// Something a worker can wait for while running other jobs.
+pub(crate) trait Wait {
+    /// Done?
+    fn probe(&self) -> bool;
+    /// Records worker `idx` as the one to wake; `true` if already done.
+    fn register(&self, idx: usize) -> bool;
+}
+
+impl Wait for WorkerLatch {
+    fn probe(&self) -> bool {
+        WorkerLatch::probe(self)
+    }
+    fn register(&self, idx: usize) -> bool {
+        WorkerLatch::register(self, idx)
+    }
+}
+
+/// The waker of a future blocked on by a worker: a resettable latch
+/// (`SET | (waiter + 1) << 1`) that wakes the worker through the registry
+/// it keeps alive (the waker may outlive the wait).
+struct WakeFlag {
+    state: AtomicUsize,
+    registry: Arc<Registry>,
+}
+
+impl WakeFlag {
+    fn reset(&self) {
+        self.state.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Wait for WakeFlag {
+    fn probe(&self) -> bool {
+        self.state.load(Ordering::Acquire) & 1 != 0
+    }
+    fn register(&self, idx: usize) -> bool {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            if state & 1 != 0 {
+                return true;
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                (idx + 1) << 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return false,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+}
+
+impl std::task::Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let prev = self.state.fetch_or(1, Ordering::AcqRel);
+        if prev & 1 == 0 && prev >> 1 != 0 {
+            self.registry.sleep.notify_worker((prev >> 1) - 1);
+        }
+    }
+}
+
+impl WorkerThread {
+    /// `block_on` on a worker: between polls it runs other jobs (the future
+    /// may wait for one of them: a task queued on this very worker), and
+    /// sleeps only when there are none.
+    pub(crate) fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        let flag = Arc::new(WakeFlag {
+            state: AtomicUsize::new(0),
+            registry: self.registry.clone(),
+        });
+        let waker = std::task::Waker::from(flag.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            flag.reset();
+            if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return v;
+            }
+            self.wait_for(&*flag);
+        }
     }
 }

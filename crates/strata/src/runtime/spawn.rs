@@ -39,6 +39,11 @@ const CANCELLED: usize = 16;
 pub(crate) trait Schedule: Send + Sync + 'static {
     /// Queues `job` (it owns one strong ref of its task).
     fn schedule(&self, job: JobRef);
+    /// Queues a task that woke itself during its poll (a yield): it must go
+    /// behind the other runnable work.
+    fn yield_now(&self, job: JobRef) {
+        self.schedule(job);
+    }
     /// Called around each poll (the registry marks its worker).
     fn enter_poll(&self) -> bool {
         false
@@ -180,9 +185,10 @@ where
                     }
                 }
                 if s & NOTIFIED != 0 {
-                    // Woken during its own poll: behind the others (a yield).
+                    // Woken during its own poll: a yield, so it goes behind
+                    // everything else (the global queue), not first again.
                     let job = Self::job_ref(self.clone());
-                    self.scheduler.schedule(job);
+                    self.scheduler.yield_now(job);
                 }
             }
         }
@@ -205,6 +211,12 @@ where
         // SAFETY: still the owner of the stage until COMPLETE is published.
         self.stage
             .with_mut(|stage| unsafe { *stage = Stage::Done(outcome) });
+        // Leave the live set before anyone can see the task complete, so a
+        // handle that saw it finish also sees it gone from the metrics.
+        let slot = self.slot.load(Ordering::Relaxed);
+        if slot != usize::MAX {
+            self.scheduler.finished(slot);
+        }
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
             let next = (s & !(RUNNING | NOTIFIED)) | COMPLETE;
@@ -219,10 +231,6 @@ where
         let waker = self.join_waker.lock().take();
         if let Some(w) = waker {
             w.wake();
-        }
-        let slot = self.slot.load(Ordering::Relaxed);
-        if slot != usize::MAX {
-            self.scheduler.finished(slot);
         }
     }
 

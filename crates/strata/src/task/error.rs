@@ -20,6 +20,12 @@ use thiserror::Error;
 pub struct Cancelled;
 
 /// Boxed error of a failed child.
+///
+/// ```
+/// use strata::task::{BoxError, TaskError};
+/// let e: BoxError = "bad".into();
+/// assert_eq!(TaskError::Failed(e).to_string(), "task failed: bad");
+/// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a scope (or one of its children) did not complete.
@@ -58,6 +64,12 @@ pub enum TaskError {
 
 impl TaskError {
     /// Wraps any error as a failure.
+    ///
+    /// ```
+    /// use strata::task::TaskError;
+    /// let e = TaskError::failed(std::io::Error::other("disk"));
+    /// assert!(!e.is_cancelled());
+    /// ```
     pub fn failed(err: impl Into<BoxError>) -> Self {
         TaskError::Failed(err.into())
     }
@@ -73,6 +85,13 @@ impl TaskError {
     }
 
     /// The failure's error, if it is a `Failed` of type `E`.
+    ///
+    /// ```
+    /// use strata::task::TaskError;
+    /// let e = TaskError::failed(std::fmt::Error);
+    /// assert!(e.downcast_ref::<std::fmt::Error>().is_some());
+    /// assert!(e.downcast_ref::<std::io::Error>().is_none());
+    /// ```
     pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
         match self {
             TaskError::Failed(e) => e.downcast_ref::<E>(),

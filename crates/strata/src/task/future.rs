@@ -79,6 +79,11 @@ impl<'scope, T> Future<'scope, T> {
     }
 
     /// Waits for the value and returns it.
+    ///
+    /// ```
+    /// let v = strata::task::scope(|s| s.future(|_| 21).force() * 2).unwrap();
+    /// assert_eq!(v, 42);
+    /// ```
     pub fn force(self) -> T {
         if !self.slot.latch.probe() {
             // SAFETY: a non-null current worker is live for this call.
@@ -91,6 +96,15 @@ impl<'scope, T> Future<'scope, T> {
     }
 
     /// Whether the value is ready (forcing will not wait).
+    ///
+    /// ```
+    /// strata::task::scope(|s| {
+    ///     let f = s.future(|_| 1);
+    ///     let _ = f.is_ready(); // may or may not be done yet
+    ///     assert_eq!(f.force(), 1);
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn is_ready(&self) -> bool {
         self.slot.latch.probe()
     }

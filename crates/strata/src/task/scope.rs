@@ -5,14 +5,13 @@ use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc as StdArc;
 
 use super::future::{Future, FutureSlot};
 use super::{CancelToken, Cancelled, TaskError};
-use crate::loom::sync::Arc;
 use crate::loom::sync::Mutex;
 use crate::runtime::{CountLatch, Registry, WorkerThread, with_current};
 use crate::runtime::{HeapJob, JobRef};
+use std::sync::Arc;
 
 /// What a child sees of its scope: whether it should stop.
 ///
@@ -37,6 +36,14 @@ impl<'a> Cx<'a> {
     }
 
     /// Whether the scope was cancelled (a sibling failed or panicked).
+    ///
+    /// ```
+    /// let r = strata::task::scope(|s| {
+    ///     s.token().cancel();
+    ///     s.spawn(|cx| { assert!(cx.is_cancelled()); Ok(()) });
+    /// });
+    /// assert!(r.unwrap_err().is_cancelled());
+    /// ```
     #[inline]
     pub fn is_cancelled(&self) -> bool {
         self.token.is_cancelled()
@@ -44,12 +51,35 @@ impl<'a> Cx<'a> {
 
     /// `Err(Cancelled)` once the scope is cancelled; `cx.check()?` in a
     /// child that returns `Result<_, TaskError>`.
+    ///
+    /// ```
+    /// use strata::task::{scope, Cancelled};
+    /// scope(|s| {
+    ///     s.spawn(|cx| {
+    ///         assert_eq!(cx.check(), Ok(()));
+    ///         Ok(())
+    ///     });
+    /// })
+    /// .unwrap();
+    /// let _ = Cancelled;
+    /// ```
     #[inline]
     pub fn check(&self) -> Result<(), Cancelled> {
         self.token.check()
     }
 
     /// The scope's cancel token (to await it, or hand out child tokens).
+    ///
+    /// ```
+    /// strata::task::scope(|s| {
+    ///     s.spawn(|cx| {
+    ///         let child = cx.token().child_token();
+    ///         assert!(!child.is_cancelled());
+    ///         Ok(())
+    ///     });
+    /// })
+    /// .unwrap();
+    /// ```
     pub fn token(&self) -> &'a CancelToken {
         self.token
     }
@@ -128,6 +158,17 @@ unsafe impl Send for StatePtr {}
 
 /// A scope in which children that borrow from the caller can be spawned;
 /// see [`scope`].
+///
+/// ```
+/// let mut v = vec![0; 4];
+/// strata::task::scope(|s| {
+///     for (i, x) in v.iter_mut().enumerate() {
+///         s.spawn(move |_| { *x = i * i; Ok(()) });
+///     }
+/// })
+/// .unwrap();
+/// assert_eq!(v, [0, 1, 4, 9]);
+/// ```
 pub struct Scope<'scope, 'env: 'scope> {
     state: ScopeState,
     /// Invariant in both lifetimes, as `std::thread::Scope`.
@@ -204,7 +245,7 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         F: FnOnce(&Cx<'_>) -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        let slot = StdArc::new(FutureSlot::new(&self.state.registry.sleep));
+        let slot = Arc::new(FutureSlot::new(&self.state.registry.sleep));
         self.state.increment();
         let ptr = StatePtr(&self.state);
         let child_slot = slot.clone();
@@ -232,6 +273,15 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     }
 
     /// Whether the scope was cancelled (a child failed or panicked).
+    ///
+    /// ```
+    /// let r = strata::task::scope(|s| {
+    ///     assert!(!s.is_cancelled());
+    ///     s.token().cancel();
+    ///     s.is_cancelled()
+    /// });
+    /// assert!(r.unwrap_err().is_cancelled());
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         self.state.token.is_cancelled()
     }
@@ -239,6 +289,12 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     /// The scope's cancel token: cancelling it cancels the scope (children
     /// see it through their `Cx`; the scope then returns
     /// `Err(TaskError::Cancelled)` unless a child failed first).
+    ///
+    /// ```
+    /// use strata::task::{scope, TaskError};
+    /// let r = scope(|s| s.token().cancel());
+    /// assert!(matches!(r, Err(TaskError::Cancelled)));
+    /// ```
     pub fn token(&self) -> &CancelToken {
         &self.state.token
     }

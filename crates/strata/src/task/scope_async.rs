@@ -5,12 +5,12 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::Arc as StdArc;
 use std::task::{Context, Poll, Waker};
 
 use super::{CancelToken, TaskError};
-use crate::loom::sync::{Arc, Mutex};
+use crate::loom::sync::Mutex;
 use crate::runtime::{Registry, Task, spawn_on, with_current};
+use std::sync::Arc;
 
 /// Polls the inner future, turning a panic into `Err(payload)`.
 struct CatchUnwind<F>(F);
@@ -92,7 +92,7 @@ impl Inner {
 /// Reports a child's end even when its task is cancelled (the wrapper
 /// future is dropped then, and this guard with it).
 struct ChildGuard {
-    inner: Option<StdArc<Inner>>,
+    inner: Option<Arc<Inner>>,
 }
 
 impl ChildGuard {
@@ -112,8 +112,17 @@ impl Drop for ChildGuard {
 }
 
 /// The handle a [`scope_async`] body spawns its children with.
+///
+/// ```
+/// use strata::task::scope_async;
+/// let r = strata::runtime::block_on(scope_async(async |s| {
+///     s.spawn(async { Ok(()) });
+///     s.is_cancelled()
+/// }));
+/// assert_eq!(r.unwrap(), false);
+/// ```
 pub struct AsyncScope {
-    inner: StdArc<Inner>,
+    inner: Arc<Inner>,
     registry: Arc<Registry>,
 }
 
@@ -160,11 +169,27 @@ impl AsyncScope {
 
     /// The scope's cancel token (cancelled when a child fails or panics, or
     /// when the scope future is dropped). Cancelling it cancels the scope.
+    ///
+    /// ```
+    /// use strata::task::{scope_async, TaskError};
+    /// let r = strata::runtime::block_on(scope_async(async |s| s.token().cancel()));
+    /// assert!(matches!(r, Err(TaskError::Cancelled)));
+    /// ```
     pub fn token(&self) -> &CancelToken {
         &self.inner.token
     }
 
     /// Whether the scope was cancelled.
+    ///
+    /// ```
+    /// use strata::task::{scope_async, TaskError};
+    /// let r = strata::runtime::block_on(scope_async(async |s| {
+    ///     s.spawn(async { Err(TaskError::failed("no")) });
+    ///     s.token().cancelled().await;
+    ///     s.is_cancelled()
+    /// }));
+    /// assert!(r.is_err());
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         self.inner.token.is_cancelled()
     }
@@ -243,7 +268,7 @@ where
     F: AsyncFnOnce(&AsyncScope) -> R,
 {
     let scope = AsyncScope {
-        inner: StdArc::new(Inner {
+        inner: Arc::new(Inner {
             token: CancelToken::new(),
             state: Mutex::new(State {
                 pending: 0,

@@ -73,6 +73,11 @@ impl Node {
 
 impl CancelToken {
     /// A new, uncancelled token.
+    ///
+    /// ```
+    /// let t = strata::task::CancelToken::new();
+    /// assert!(!t.is_cancelled());
+    /// ```
     pub fn new() -> Self {
         Self {
             node: Arc::new(Node::new()),
@@ -92,6 +97,13 @@ impl CancelToken {
     }
 
     /// Whether the token was cancelled.
+    ///
+    /// ```
+    /// let t = strata::task::CancelToken::new();
+    /// let t2 = t.clone();
+    /// t2.cancel();
+    /// assert!(t.is_cancelled());
+    /// ```
     #[inline]
     pub fn is_cancelled(&self) -> bool {
         self.node.cancelled.load(Ordering::Acquire)
@@ -160,6 +172,15 @@ impl CancelToken {
     }
 
     /// Blocks the calling thread until the token is cancelled.
+    ///
+    /// ```
+    /// let t = strata::task::CancelToken::new();
+    /// let t2 = t.clone();
+    /// let h = std::thread::spawn(move || t2.cancel());
+    /// t.wait();
+    /// h.join().unwrap();
+    /// assert!(t.is_cancelled());
+    /// ```
     pub fn wait(&self) {
         if self.is_cancelled() {
             return;
@@ -190,6 +211,13 @@ impl fmt::Debug for CancelToken {
 }
 
 /// Future of [`CancelToken::cancelled`].
+///
+/// ```
+/// let t = strata::task::CancelToken::new();
+/// t.cancel();
+/// strata::runtime::block_on(t.cancelled()); // ready at once
+///
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct WaitCancelled<'a> {
     token: &'a CancelToken,
