@@ -501,17 +501,7 @@ pub(crate) fn on_acquire(
 #[inline(never)]
 fn on_miss(miss: Miss, class: ClassKey, instance: usize) -> HeldEntry {
     let (node, access, site, subclass) = (miss.node, miss.access, miss.site, miss.opts.subclass);
-    let (key, epoch) = (miss.key, miss.epoch);
-    let violations = check(miss);
-    THREAD.with(|t| {
-        let mut t = t.borrow_mut();
-        if t.epoch == epoch {
-            t.remember(key);
-        }
-    });
-    for v in &violations {
-        handler::dispatch(v);
-    }
+    settle(miss, check);
     THREAD.with(|t| {
         let mut t = t.borrow_mut();
         let (_, stats, cell) = t.resolve(class, subclass);
@@ -568,9 +558,16 @@ pub(crate) fn on_signal(class: ClassKey, site: &'static Location<'static>) {
             context: t.context(),
         })
     });
-    let Ok(Some(miss)) = miss else { return };
+    if let Ok(Some(miss)) = miss {
+        settle(miss, check_signal);
+    }
+}
+
+/// Runs `check` on a miss, caches the chain as validated for this thread,
+/// and hands what was found to the handler, with nothing held.
+fn settle(miss: Miss, check: fn(Miss) -> Vec<Violation>) {
     let (key, epoch) = (miss.key, miss.epoch);
-    let violations = check_signal(miss);
+    let violations = check(miss);
     let _ = THREAD.try_with(|t| {
         let mut t = t.borrow_mut();
         if t.epoch == epoch {
@@ -634,17 +631,7 @@ pub(crate) fn on_acquire_in(
         Ok(Err(node)) => node,
         Ok(Ok(miss)) => {
             let node = miss.node;
-            let (key, epoch) = (miss.key, miss.epoch);
-            let violations = check(miss);
-            let _ = THREAD.try_with(|t| {
-                let mut t = t.borrow_mut();
-                if t.epoch == epoch {
-                    t.remember(key);
-                }
-            });
-            for v in &violations {
-                handler::dispatch(v);
-            }
+            settle(miss, check);
             node
         }
     };
