@@ -437,10 +437,12 @@ impl Runtime {
         self.registry.terminate();
         let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
         let me = std::thread::current().id();
-        for h in handles {
-            // A worker dropping its own runtime cannot join itself; it
-            // leaves its loop after the current job.
-            if h.thread().id() != me {
+        // Dropped from inside one of its own jobs, the runtime cannot join
+        // that worker, nor any other (one may be waiting for the very job
+        // that is dropping it): they all leave their loops after their
+        // current job, and each drains what it queued after the close.
+        if !handles.iter().any(|h| h.thread().id() == me) {
+            for h in handles {
                 let _ = h.join();
             }
         }
