@@ -223,7 +223,8 @@ impl Builder {
 /// workers after their current job, joins them, and cancels every spawned
 /// task that had not finished (its future is dropped; its [`Task`] handle
 /// resolves to `Err(Cancelled)`). Nothing hangs and no thread is left
-/// behind.
+/// behind. (Dropped from inside one of its own jobs, it cannot wait for
+/// its workers; they exit on their own right after their current job.)
 ///
 /// ```
 /// use strata::runtime::Runtime;
@@ -381,10 +382,8 @@ impl Runtime {
     /// ```
     /// let rt = strata::runtime::Runtime::builder().threads(1).name("mine").build().unwrap();
     /// let _g = rt.enter();
-    /// let name = strata::runtime::Runtime::global().install(|| 0); // explicit: still global
     /// let (n, _) = strata::join(|| std::thread::current().name().map(String::from), || ());
     /// assert_eq!(n.as_deref(), Some("mine-0"));
-    /// # let _ = name;
     /// ```
     pub fn enter(&self) -> EnterGuard<'_> {
         ENTERED.with(|e| e.borrow_mut().push(self.registry.clone()));
