@@ -660,3 +660,23 @@ fn injected_work_is_not_starved_by_a_self_refilling_deque() {
     outside.join().unwrap();
     head.join().unwrap();
 }
+
+#[test]
+fn a_runtime_with_endlessly_rescheduling_tasks_still_shuts_down() {
+    let rt = rt(2);
+    let spinners: Vec<_> = (0..4)
+        .map(|_| {
+            rt.spawn(async {
+                loop {
+                    YieldNow(false).await;
+                }
+            })
+        })
+        .collect();
+    // Let them run a while, then drop the runtime: it must return.
+    std::thread::sleep(Duration::from_millis(20));
+    drop(rt);
+    for t in spinners {
+        assert_eq!(t.join(), Err(Cancelled));
+    }
+}
