@@ -680,3 +680,24 @@ fn a_runtime_with_endlessly_rescheduling_tasks_still_shuts_down() {
         assert_eq!(t.join(), Err(Cancelled));
     }
 }
+
+#[test]
+fn dropping_a_runtime_whose_task_blocks_on_a_pending_task_does_not_hang() {
+    let rt = rt(1);
+    let started = Arc::new(AtomicBool::new(false));
+    let outer = {
+        let started = started.clone();
+        rt.spawn(async move {
+            let never = strata::runtime::spawn(std::future::pending::<u8>());
+            started.store(true, Ordering::SeqCst);
+            // Blocks this (only) worker on a task that never finishes.
+            never.join()
+        })
+    };
+    while !started.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    drop(rt);
+    // The inner task was cancelled, which let the outer one finish.
+    assert!(matches!(outer.join(), Ok(Err(Cancelled)) | Err(Cancelled)));
+}

@@ -434,6 +434,10 @@ impl Runtime {
 
     fn shutdown_inner(&mut self) {
         self.registry.terminate();
+        // Cancel the unfinished tasks before waiting for the workers: one
+        // of them may be blocked (`Task::join`) on a task that would
+        // otherwise never finish.
+        self.registry.live.cancel_all();
         let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
         let me = std::thread::current().id();
         // Dropped from inside one of its own jobs, the runtime cannot join
