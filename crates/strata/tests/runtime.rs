@@ -660,3 +660,44 @@ fn injected_work_is_not_starved_by_a_self_refilling_deque() {
     outside.join().unwrap();
     head.join().unwrap();
 }
+
+#[test]
+fn a_runtime_with_endlessly_rescheduling_tasks_still_shuts_down() {
+    let rt = rt(2);
+    let spinners: Vec<_> = (0..4)
+        .map(|_| {
+            rt.spawn(async {
+                loop {
+                    YieldNow(false).await;
+                }
+            })
+        })
+        .collect();
+    // Let them run a while, then drop the runtime: it must return.
+    std::thread::sleep(Duration::from_millis(20));
+    drop(rt);
+    for t in spinners {
+        assert_eq!(t.join(), Err(Cancelled));
+    }
+}
+
+#[test]
+fn dropping_a_runtime_whose_task_blocks_on_a_pending_task_does_not_hang() {
+    let rt = rt(1);
+    let started = Arc::new(AtomicBool::new(false));
+    let outer = {
+        let started = started.clone();
+        rt.spawn(async move {
+            let never = strata::runtime::spawn(std::future::pending::<u8>());
+            started.store(true, Ordering::SeqCst);
+            // Blocks this (only) worker on a task that never finishes.
+            never.join()
+        })
+    };
+    while !started.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    drop(rt);
+    // The inner task was cancelled, which let the outer one finish.
+    assert!(matches!(outer.join(), Ok(Err(Cancelled)) | Err(Cancelled)));
+}

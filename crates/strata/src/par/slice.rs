@@ -278,21 +278,24 @@ impl<T: Clone + Send + Sync, F: Fn(&T) -> bool + Sync> Fold for Filter<'_, T, F>
 pub(crate) struct Pieces<T>(pub(crate) Vec<Vec<T>>);
 
 impl<T: Send> Pieces<T> {
-    /// Concatenates the pieces, copying them into place in parallel.
+    /// Concatenates the pieces: the first one is grown in place (a large
+    /// reallocation remaps its pages instead of copying them) and the
+    /// others are copied into it in parallel.
     pub(crate) fn concat(self) -> Vec<T> {
         let mut pieces = self.0;
         pieces.retain(|p| !p.is_empty());
-        match pieces.len() {
-            0 => return Vec::new(),
-            1 => return pieces.pop().expect("one piece"),
-            _ => {}
+        if pieces.len() <= 1 {
+            return pieces.pop().unwrap_or_default();
         }
-        let total: usize = pieces.iter().map(Vec::len).sum();
-        let mut out: Vec<T> = Vec::with_capacity(total);
+        let mut rest = pieces.split_off(1);
+        let mut out = pieces.pop().expect("two pieces at least");
+        let first = out.len();
+        let total = first + rest.iter().map(Vec::len).sum::<usize>();
+        out.reserve_exact(total - first);
         let dst = SendPtr(out.as_mut_ptr());
-        let mut offsets = Vec::with_capacity(pieces.len());
-        let mut at = 0;
-        for p in &pieces {
+        let mut offsets = Vec::with_capacity(rest.len());
+        let mut at = first;
+        for p in &rest {
             offsets.push(at);
             at += p.len();
         }
@@ -300,7 +303,8 @@ impl<T: Send> Pieces<T> {
             if pieces.len() == 1 {
                 let p = &mut pieces[0];
                 // SAFETY: `dst + offset .. + len` is this piece's disjoint
-                // slot in `out`; the values move, so the piece forgets them.
+                // slot in `out`'s spare capacity; the values move, so the
+                // piece forgets them.
                 unsafe {
                     std::ptr::copy_nonoverlapping(p.as_ptr(), dst.0.add(offsets[0]), p.len());
                     p.set_len(0);
@@ -312,8 +316,9 @@ impl<T: Send> Pieces<T> {
             let (ol, or) = offsets.split_at(mid);
             crate::runtime::join(|| copy_all(pl, ol, dst), || copy_all(pr, or, dst));
         }
-        copy_all(&mut pieces, &offsets, dst);
-        // SAFETY: every slot `0..total` was written exactly once.
+        copy_all(&mut rest, &offsets, dst);
+        // SAFETY: slots `first..total` were each written exactly once and
+        // `0..first` were initialised already.
         unsafe { out.set_len(total) };
         out
     }

@@ -107,9 +107,11 @@ impl LockLatch {
     }
 
     /// Blocks the calling (constructing) thread until the latch is set,
-    /// spinning briefly first: a pool that was awake answers in microseconds.
+    /// spinning very briefly first (a pool that was awake answers in
+    /// microseconds; longer spinning only takes a CPU from the workers on
+    /// small machines).
     pub(crate) fn wait(&self) {
-        for _ in 0..200 {
+        for _ in 0..20 {
             if self.set.load(Ordering::Acquire) {
                 return;
             }

@@ -224,7 +224,8 @@ impl Builder {
 /// workers after their current job, joins them, and cancels every spawned
 /// task that had not finished (its future is dropped; its [`Task`] handle
 /// resolves to `Err(Cancelled)`). Nothing hangs and no thread is left
-/// behind.
+/// behind. (Dropped from inside one of its own jobs, it cannot wait for
+/// its workers; they exit on their own right after their current job.)
 ///
 /// ```
 /// use strata::runtime::Runtime;
@@ -382,10 +383,8 @@ impl Runtime {
     /// ```
     /// let rt = strata::runtime::Runtime::builder().threads(1).name("mine").build().unwrap();
     /// let _g = rt.enter();
-    /// let name = strata::runtime::Runtime::global().install(|| 0); // explicit: still global
     /// let (n, _) = strata::join(|| std::thread::current().name().map(String::from), || ());
     /// assert_eq!(n.as_deref(), Some("mine-0"));
-    /// # let _ = name;
     /// ```
     pub fn enter(&self) -> EnterGuard<'_> {
         ENTERED.with(|e| e.borrow_mut().push(self.registry.clone()));
@@ -436,12 +435,18 @@ impl Runtime {
 
     fn shutdown_inner(&mut self) {
         self.registry.terminate();
+        // Cancel the unfinished tasks before waiting for the workers: one
+        // of them may be blocked (`Task::join`) on a task that would
+        // otherwise never finish.
+        self.registry.live.cancel_all();
         let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
         let me = std::thread::current().id();
-        for h in handles {
-            // A worker dropping its own runtime cannot join itself; it
-            // leaves its loop after the current job.
-            if h.thread().id() != me {
+        // Dropped from inside one of its own jobs, the runtime cannot join
+        // that worker, nor any other (one may be waiting for the very job
+        // that is dropping it): they all leave their loops after their
+        // current job, and each drains what it queued after the close.
+        if !handles.iter().any(|h| h.thread().id() == me) {
+            for h in handles {
                 let _ = h.join();
             }
         }

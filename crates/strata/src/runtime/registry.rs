@@ -351,12 +351,16 @@ impl WorkerThread {
 
     fn main_loop(&self) {
         loop {
+            // Checked before every job, not only when out of work: a task
+            // that keeps rescheduling itself must not keep its runtime from
+            // shutting down. (What is left queued is cancelled by the
+            // drain; at this level no job of this worker is in progress.)
+            if self.registry.terminate.load(Ordering::Relaxed) {
+                return;
+            }
             if let Some(job) = self.find_work() {
                 self.execute(job);
                 continue;
-            }
-            if self.registry.terminate.load(Ordering::Acquire) {
-                return;
             }
             if let Some(job) = self.idle(None) {
                 self.execute(job);

@@ -417,6 +417,9 @@ impl LiveTasks {
     pub(crate) fn cancel_all(&self) {
         let all: Vec<Weak<dyn Cancel>> = {
             let mut slab = self.inner.lock();
+            // Taken slots are neither in the free list nor reused, so the
+            // cancelled tasks' own `remove` later finds them empty.
+            slab.len = 0;
             slab.entries.iter_mut().filter_map(Option::take).collect()
         };
         for t in all {
@@ -668,5 +671,46 @@ mod loom {
             }
             assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 1);
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    struct Flag(std::sync::atomic::AtomicBool);
+    impl Cancel for Flag {
+        fn cancel(&self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn live_set_counts_cancels_and_ignores_stale_removes() {
+        let live = LiveTasks::new();
+        let tasks: Vec<Arc<Flag>> = (0..3)
+            .map(|_| Arc::new(Flag(std::sync::atomic::AtomicBool::new(false))))
+            .collect();
+        let slots: Vec<usize> = tasks
+            .iter()
+            .map(|t| live.insert(Arc::downgrade(t) as Weak<dyn Cancel>))
+            .collect();
+        live.remove(slots[1]);
+        assert_eq!(live.len(), 2);
+        live.cancel_all();
+        assert_eq!(live.len(), 0);
+        assert!(tasks[0].0.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(
+            !tasks[1].0.load(std::sync::atomic::Ordering::SeqCst),
+            "removed before"
+        );
+        // The cancelled tasks finishing later must not disturb new entries.
+        let newer = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+        let s = live.insert(Arc::downgrade(&newer) as Weak<dyn Cancel>);
+        live.remove(slots[0]);
+        live.remove(slots[2]);
+        assert_eq!(live.len(), 1);
+        live.remove(s);
+        assert_eq!(live.len(), 0);
     }
 }
