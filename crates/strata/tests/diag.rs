@@ -9,32 +9,21 @@
 //! with its own prefix and takes only the reports that mention it, so the
 //! tests can run in parallel, on any thread or runtime.
 
+mod support;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex as StdMutex, Once};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use strata::diag::{self, Handler, Violation, ViolationKind};
+use strata::diag::{self, Violation, ViolationKind};
 use strata::sync::{
     AsyncMutex, Barrier, Condvar, Mutex, MutexGuard, RwLock, RwLockUpgradableReadGuard, Semaphore,
     lock_two,
 };
 
-static SEEN: StdMutex<Vec<Violation>> = StdMutex::new(Vec::new());
-
-/// Takes the reports that name a class starting with `prefix`.
 fn take(prefix: &str) -> Vec<Violation> {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        diag::set_violation_handler(Handler::Callback(Arc::new(|v| {
-            SEEN.lock().unwrap().push(v.clone());
-        })));
-    });
-    let mut seen = SEEN.lock().unwrap();
-    let (mine, rest): (Vec<_>, Vec<_>) =
-        seen.drain(..).partition(|v| v.to_string().contains(prefix));
-    *seen = rest;
-    mine
+    support::take_violations(prefix)
 }
 
 /// Exactly one report of `kind` for `prefix` (none with checking off);

@@ -5,18 +5,20 @@
 //! lease_helper_process` and `STRATA_LEASE_HELPER` set; the helper answers
 //! on stdout with lines containing `@@ `.
 
+mod support;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex as StdMutex, Once, mpsc};
+use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use strata::diag::{self, Handler, Violation, ViolationKind};
+use strata::diag::{self, Violation, ViolationKind};
 use strata::lease::{LeaseError, LeaseGate, WriterLease, WriterPolicy};
 use strata::sync::Mutex;
 
@@ -579,20 +581,8 @@ fn a_file_backed_lease_excludes_writers_in_other_processes() {
 
 // ---------------------------------------------------------------- order checking
 
-static SEEN: StdMutex<Vec<Violation>> = StdMutex::new(Vec::new());
-
 fn take(prefix: &str) -> Vec<Violation> {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        diag::set_violation_handler(Handler::Callback(Arc::new(|v| {
-            SEEN.lock().unwrap().push(v.clone());
-        })));
-    });
-    let mut seen = SEEN.lock().unwrap();
-    let (mine, rest): (Vec<_>, Vec<_>) =
-        seen.drain(..).partition(|v| v.to_string().contains(prefix));
-    *seen = rest;
-    mine
+    support::take_violations(prefix)
 }
 
 #[test]

@@ -10,16 +10,18 @@
 //! Tests assert behaviour (what readers saw, counts, what is still usable),
 //! never timing; the one time bound is the "no earlier than d" of a timeout.
 
+mod support;
+
 use std::convert::Infallible;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex as StdMutex, Once, mpsc};
+use std::sync::{Arc, Barrier, Mutex as StdMutex, mpsc};
 use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use strata::diag::{self, Handler, Violation, ViolationKind};
+use strata::diag::{self, Violation, ViolationKind};
 use strata::snapshot::{SnapshotCell, SnapshotError, SnapshotGuard, Versioned};
 use strata::sync::Mutex;
 
@@ -771,21 +773,8 @@ fn async_writers_under_tokio_count_exactly_and_survive_cancellation() {
 
 // ---------------------------------------------------------------- diag
 
-static SEEN: StdMutex<Vec<Violation>> = StdMutex::new(Vec::new());
-
-/// Takes the reports that mention `prefix` (see tests/diag.rs).
 fn take(prefix: &str) -> Vec<Violation> {
-    static INSTALL: Once = Once::new();
-    INSTALL.call_once(|| {
-        diag::set_violation_handler(Handler::Callback(Arc::new(|v| {
-            SEEN.lock().unwrap().push(v.clone());
-        })));
-    });
-    let mut seen = SEEN.lock().unwrap();
-    let (mine, rest): (Vec<_>, Vec<_>) =
-        seen.drain(..).partition(|v| v.to_string().contains(prefix));
-    *seen = rest;
-    mine
+    support::take_violations(prefix)
 }
 
 /// Runs `first` then `second` and expects exactly one lock-order report
