@@ -57,6 +57,7 @@
 //! assert_eq!(account.load(), 20);
 //! ```
 
+mod buffers;
 mod clock;
 mod entry;
 mod error;

@@ -8,9 +8,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use super::buffers::ReadEntry;
 use super::error::{Limits, StmError, TxError};
 use super::stats::{Counter, bump};
-use super::tx::{CommitError, Invariant, ReadEntry, Stm, Tx};
+use super::tx::{CommitError, Invariant, Stm, Tx};
 use super::wait::{self, WaitNode, Woke};
 use crate::loom::sync::Arc;
 use crate::sync::timeout::Sleep;
@@ -43,8 +44,6 @@ fn serial_lock(on: bool) -> Option<SerialGuard> {
 
 #[cfg(not(loom))]
 thread_local! {
-    /// Set while this thread runs a transaction closure or commit.
-    static IN_TX: Cell<bool> = const { Cell::new(false) };
     /// xorshift state for randomized backoff.
     static RNG: Cell<u64> = const { Cell::new(0) };
 }
@@ -52,30 +51,7 @@ thread_local! {
 // loom runs model threads on one OS thread: per-thread state must be loom's.
 #[cfg(loom)]
 loom::thread_local! {
-    static IN_TX: Cell<bool> = Cell::new(false);
     static RNG: Cell<u64> = Cell::new(0);
-}
-
-/// Marks the thread as inside a transaction until dropped (also on panic).
-struct InTx;
-
-impl InTx {
-    fn enter() -> Option<InTx> {
-        IN_TX.with(|f| {
-            if f.get() {
-                None
-            } else {
-                f.set(true);
-                Some(InTx)
-            }
-        })
-    }
-}
-
-impl Drop for InTx {
-    fn drop(&mut self) {
-        IN_TX.with(|f| f.set(false));
-    }
 }
 
 /// Spins a random number of short pauses, the range doubling with each
@@ -141,41 +117,32 @@ impl Driver {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
+    #[inline]
     fn attempt<'env, R, E, F>(&mut self, tx: &mut Tx<'env, E>, f: &mut F) -> Step<R, E>
     where
         F: FnMut(&mut Tx<'env, E>) -> Stm<R, E>,
     {
         if self.max_attempts.is_some_and(|m| self.attempts >= m) {
-            bump(Counter::Limits);
+            tx.bump(Counter::Limits);
             return Step::Done(Err(StmError::TooManyAttempts {
                 attempts: self.attempts,
             }));
         }
         if self.attempts > 0 && self.timed_out() {
-            bump(Counter::Limits);
+            tx.bump(Counter::Limits);
             return Step::Done(Err(StmError::Timeout));
         }
-        let Some(in_tx) = InTx::enter() else {
-            return Step::Done(Err(StmError::Nested));
-        };
         self.attempts += 1;
         let serial = serial_lock(self.serial);
         tx.begin(self.serial);
         let r = f(tx);
         let step = match r {
-            Ok(v) if !tx.poisoned => match tx.commit() {
+            Ok(v) if !tx.is_poisoned() => match tx.commit() {
                 Ok(()) => {
                     // Watches run outside the transaction: they may start
-                    // transactions of their own.
+                    // transactions of their own, serial ones too.
                     drop(serial);
-                    drop(in_tx);
-                    let wrote = tx.wrote();
-                    tx.after_commit();
-                    bump(if wrote {
-                        Counter::Commits
-                    } else {
-                        Counter::ReadOnly
-                    });
+                    tx.finish();
                     return Step::Done(Ok(v));
                 }
                 Err(CommitError::Conflict(cause)) => {
@@ -183,11 +150,11 @@ impl Driver {
                     Step::Again
                 }
                 Err(CommitError::Invalid(tvar)) => {
-                    bump(Counter::Invalid);
+                    tx.bump(Counter::Invalid);
                     Step::Done(Err(StmError::Invalid { tvar }))
                 }
             },
-            Err(TxError::Signal(s)) if s.is_retry() && !tx.poisoned => {
+            Err(TxError::Signal(s)) if s.is_retry() && !tx.is_poisoned() => {
                 if tx.read_nothing() {
                     Step::Done(Err(StmError::EmptyRetry))
                 } else {
@@ -197,29 +164,36 @@ impl Driver {
                     Step::Block
                 }
             }
-            Err(TxError::Abort(e)) if !tx.poisoned => {
-                bump(Counter::User);
+            Err(TxError::Abort(e)) if !tx.is_poisoned() => {
+                tx.bump(Counter::User);
                 Step::Done(Err(StmError::Abort(e)))
             }
             // A conflict (signalled, or swallowed by the closure).
             _ => {
-                if !tx.poisoned {
+                if !tx.is_poisoned() {
                     tx.cause = Counter::ReadConflict;
                 }
                 Step::Again
             }
         };
+        tx.ended();
         if let Step::Again = step {
-            bump(tx.cause);
-            self.conflicts += 1;
-            if !self.serial && self.conflicts >= SERIAL_AFTER {
-                self.serial = true;
-                bump(Counter::Serial);
-            } else {
-                backoff(self.conflicts);
-            }
+            self.conflicted(tx);
         }
         step
+    }
+
+    /// Contention management after a conflict: back off, or go serial.
+    #[cold]
+    fn conflicted<E>(&mut self, tx: &mut Tx<'_, E>) {
+        tx.bump(tx.cause);
+        self.conflicts += 1;
+        if !self.serial && self.conflicts >= SERIAL_AFTER {
+            self.serial = true;
+            tx.bump(Counter::Serial);
+        } else {
+            backoff(self.conflicts);
+        }
     }
 }
 
@@ -231,8 +205,10 @@ fn run<'env, R, E, F>(limits: Limits, mut f: F) -> Result<R, StmError<E>>
 where
     F: FnMut(&mut Tx<'env, E>) -> Stm<R, E>,
 {
+    let Some(mut tx) = Tx::enter() else {
+        return Err(StmError::Nested);
+    };
     let mut d = Driver::new(limits);
-    let mut tx = Tx::new();
     loop {
         match d.attempt(&mut tx, &mut f) {
             Step::Done(r) => return r,
@@ -240,8 +216,8 @@ where
             Step::Block => {
                 // SAFETY: the read set's `TVar`s are borrowed for `'env`,
                 // which outlives this call.
-                if unsafe { wait::block(&tx.reads, d.deadline) } == Woke::TimedOut {
-                    bump(Counter::Limits);
+                if unsafe { wait::block(tx.read_set(), d.deadline) } == Woke::TimedOut {
+                    tx.bump(Counter::Limits);
                     return Err(StmError::Timeout);
                 }
             }
@@ -475,14 +451,16 @@ where
             this.waiting.take().expect("waiting").cancel();
             bump(Counter::Wakeups);
         }
-        let mut tx = Tx::new();
+        let Some(mut tx) = Tx::enter() else {
+            return Poll::Ready(Err(StmError::Nested));
+        };
         loop {
             match this.driver.attempt(&mut tx, &mut this.f) {
                 Step::Done(r) => return Poll::Ready(r),
                 Step::Again => {}
                 Step::Block => {
                     let node = WaitNode::for_task(cx.waker());
-                    let reads = tx.reads.to_vec();
+                    let reads = tx.read_set().to_vec();
                     // SAFETY: as in `Waiting::cancel`.
                     if unsafe { wait::register_all(&reads, &node) } {
                         bump(Counter::Retries);

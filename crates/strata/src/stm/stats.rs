@@ -148,11 +148,34 @@ mod imp {
 
     #[inline]
     pub(crate) fn bump(c: Counter) {
-        // Only this thread writes its cells: load + store, no RMW.
-        let _ = LOCAL.try_with(|l| {
-            let cell = &l.0.0[c as usize];
+        let _ = LOCAL.try_with(|l| l.0.bump(c));
+    }
+
+    impl Cells {
+        #[inline]
+        fn bump(&self, c: Counter) {
+            // Only this thread writes its cells: load + store, no RMW.
+            let cell = &self.0[c as usize];
             cell.store(cell.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        });
+        }
+    }
+
+    /// The current thread's cells, kept by its transaction buffers so that
+    /// a commit counts itself with no thread-local lookup. Only used on the
+    /// thread that took it (the cells have one writer).
+    pub(crate) struct Handle(Option<Arc<Cells>>);
+
+    impl Handle {
+        pub(crate) fn current() -> Self {
+            Handle(LOCAL.try_with(|l| Arc::clone(&l.0)).ok())
+        }
+
+        #[inline]
+        pub(crate) fn bump(&self, c: Counter) {
+            if let Some(cells) = &self.0 {
+                cells.bump(c);
+            }
+        }
     }
 
     pub(crate) fn sum() -> [u64; N] {
@@ -183,13 +206,21 @@ mod imp {
     use super::{Counter, N};
     #[inline]
     pub(crate) fn bump(_c: Counter) {}
+    pub(crate) struct Handle;
+    impl Handle {
+        pub(crate) fn current() -> Self {
+            Handle
+        }
+        #[inline]
+        pub(crate) fn bump(&self, _c: Counter) {}
+    }
     pub(crate) fn sum() -> [u64; N] {
         [0; N]
     }
     pub(crate) fn reset() {}
 }
 
-pub(crate) use imp::bump;
+pub(crate) use imp::{Handle, bump};
 
 /// A snapshot of the STM counters, summed over all threads.
 ///
