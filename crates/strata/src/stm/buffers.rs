@@ -72,12 +72,13 @@ impl Buffers {
         Self::new()
     }
 
-    /// Hands buffers back for the thread's next transaction. The caller has
-    /// emptied them (no entry owns anything any more).
+    /// Hands buffers back for the thread's next transaction. No entry owns
+    /// anything any more (the caller has released what they owned); the
+    /// read and write sets may still hold plain entries, which the next
+    /// attempt's start discards.
     #[inline]
     pub(crate) fn give_back(mut b: Box<Self>) {
-        debug_assert!(b.reads.is_empty() && b.writes.is_empty() && b.undo.is_empty());
-        debug_assert!(b.held.is_empty() && b.wake.is_empty());
+        debug_assert!(b.undo.is_empty() && b.held.is_empty() && b.wake.is_empty());
         if b.reads.capacity() > KEEP_READS || b.writes.capacity() > KEEP_WRITES {
             b.shrink();
         }
@@ -100,8 +101,8 @@ impl Buffers {
     }
 }
 
-// The slot holds plain data (the sets are empty when handed back), so
-// dropping it at thread exit runs no user code.
+// The slot holds plain data (nothing in it owns a value), so dropping it
+// at thread exit runs no user code.
 #[cfg(not(loom))]
 thread_local! {
     static CACHE: std::cell::Cell<Option<Box<Buffers>>> = const { std::cell::Cell::new(None) };

@@ -72,22 +72,28 @@ impl WriteEntry {
     }
 
     /// Under the lock, the entry `Value`: publishes the value and keeps the
-    /// replaced one in `old_word` / `old_ptr`.
+    /// replaced one in `old_ptr` (boxes, to retire) or, if `watched`, in
+    /// `old_word`.
     ///
     /// # Safety
     ///
     /// The caller holds the lock of the entry's `TVar`.
     #[inline]
-    pub(crate) unsafe fn publish(&mut self) {
+    pub(crate) unsafe fn publish(&mut self, watched: bool) {
         debug_assert_eq!(self.state, State::Value);
         if self.is_word {
             // SAFETY: the core outlives the transaction.
-            self.old_word = unsafe { (*self.core).store_word(self.word) };
+            let core = unsafe { &*self.core };
+            if watched {
+                self.old_word = core.word.load(Ordering::Relaxed);
+            }
+            // Release: a reader that sees this value sees our lock before it.
+            core.word.store(self.word, Ordering::Release);
         } else {
             // SAFETY: forwarded contract.
             unsafe { (self.ops.publish)(self) };
+            self.state = State::Published;
         }
-        self.state = State::Published;
     }
 }
 

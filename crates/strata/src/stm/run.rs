@@ -35,6 +35,7 @@ type SerialGuard = parking_lot::MutexGuard<'static, ()>;
 #[cfg(loom)]
 struct SerialGuard;
 
+#[inline]
 fn serial_lock(on: bool) -> Option<SerialGuard> {
     #[cfg(not(loom))]
     return on.then(|| SERIAL.lock());
@@ -95,22 +96,38 @@ enum Step<R, E> {
 struct Driver {
     max_attempts: Option<u32>,
     deadline: Option<Instant>,
+    /// `max_attempts` or `deadline` is set.
+    limited: bool,
     attempts: u32,
     conflicts: u32,
     serial: bool,
 }
 
 impl Driver {
+    #[inline]
     fn new(limits: Limits) -> Self {
         Self {
             max_attempts: limits.max_attempts,
-            deadline: limits
-                .timeout
-                .map(|t| crate::sync::timeout::deadline_after(t).unwrap_or_else(far_future)),
+            deadline: limits.timeout.map(deadline_after),
+            limited: limits.max_attempts.is_some() || limits.timeout.is_some(),
             attempts: 0,
             conflicts: 0,
             serial: false,
         }
+    }
+
+    /// The limit this call has run out of, if any.
+    #[cold]
+    fn exhausted<E>(&self) -> Option<StmError<E>> {
+        if self.max_attempts.is_some_and(|m| self.attempts >= m) {
+            return Some(StmError::TooManyAttempts {
+                attempts: self.attempts,
+            });
+        }
+        if self.attempts > 0 && self.timed_out() {
+            return Some(StmError::Timeout);
+        }
+        None
     }
 
     fn timed_out(&self) -> bool {
@@ -122,15 +139,11 @@ impl Driver {
     where
         F: FnMut(&mut Tx<'env, E>) -> Stm<R, E>,
     {
-        if self.max_attempts.is_some_and(|m| self.attempts >= m) {
+        if self.limited
+            && let Some(e) = self.exhausted()
+        {
             tx.bump(Counter::Limits);
-            return Step::Done(Err(StmError::TooManyAttempts {
-                attempts: self.attempts,
-            }));
-        }
-        if self.attempts > 0 && self.timed_out() {
-            tx.bump(Counter::Limits);
-            return Step::Done(Err(StmError::Timeout));
+            return Step::Done(Err(e));
         }
         self.attempts += 1;
         let serial = serial_lock(self.serial);
@@ -195,6 +208,11 @@ impl Driver {
             backoff(self.conflicts);
         }
     }
+}
+
+#[cold]
+fn deadline_after(t: std::time::Duration) -> Instant {
+    crate::sync::timeout::deadline_after(t).unwrap_or_else(far_future)
 }
 
 fn far_future() -> Instant {

@@ -307,16 +307,6 @@ impl Core {
             }
         }
     }
-
-    /// Stores a word value and returns the one it replaced. The lock holder
-    /// only.
-    #[inline]
-    pub(crate) fn store_word(&self, w: u64) -> u64 {
-        let old = self.word.load(Ordering::Relaxed);
-        // Release: a reader that sees this value sees our lock before it.
-        self.word.store(w, Ordering::Release);
-        old
-    }
 }
 
 impl<T: Clone + Send + Sync + 'static> Inner<T> {

@@ -14,7 +14,7 @@ use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use super::buffers::{Buffers, ReadEntry, Undo};
-use super::clock::{self, LOCKED, WAITERS, is_locked, version};
+use super::clock::{self, LOCKED, SERIAL_LOCKED, WAITERS, is_locked, version};
 use super::entry::{CommuteList, State, WriteEntry, make_slot, value_of};
 use super::error::{TxError, TxSignal};
 use super::reclaim::{self, Pin};
@@ -322,7 +322,7 @@ impl<'env, E> Tx<'env, E> {
     /// let len = atomically(|tx| Ok(tx.read(&v)?.len())).unwrap();
     /// assert_eq!(len, 2);
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn read<T: Clone + Send + Sync + 'static>(&mut self, tv: &'env TVar<T>) -> Stm<T, E> {
         let inner: &'env Inner<T> = &tv.inner;
         if self.slow != 0 || self.wbloom & bit(&inner.core) != 0 {
@@ -361,7 +361,7 @@ impl<'env, E> Tx<'env, E> {
         self.read_shared(inner)
     }
 
-    #[inline]
+    #[inline(always)]
     fn read_shared<T: Clone + Send + Sync + 'static>(
         &mut self,
         inner: &'env Inner<T>,
@@ -422,7 +422,7 @@ impl<'env, E> Tx<'env, E> {
             let w = lock.load(Ordering::Relaxed);
             if !is_locked(w)
                 && lock
-                    .compare_exchange_weak(w, w | LOCKED, Ordering::SeqCst, Ordering::Relaxed)
+                    .compare_exchange_weak(w, SERIAL_LOCKED, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
             {
                 self.b.held.push((core, w));
@@ -478,7 +478,7 @@ impl<'env, E> Tx<'env, E> {
     /// atomically(|tx| tx.write(&v, "new".to_string())).unwrap();
     /// assert_eq!(v.load(), "new");
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn write<T: Clone + Send + Sync + 'static>(
         &mut self,
         tv: &'env TVar<T>,
@@ -515,7 +515,7 @@ impl<'env, E> Tx<'env, E> {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn push<T: Clone + Send + Sync + 'static>(
         &mut self,
         core: *const Core,
@@ -778,47 +778,49 @@ impl<'env, E> Tx<'env, E> {
         if self.slow & SERIAL != 0 {
             return self.commit_serial();
         }
-        let (has, bloom) = (self.has, self.wbloom);
+        let has = self.has;
         let Buffers {
             reads,
             writes,
-            index,
             wake,
             ..
         } = &mut **self.b;
-        let mut locks = Unlock { writes, n: 0 };
         // Lock every written TVar (no waiting on one another: try, spin a
         // little, else give up, so commits cannot deadlock).
         let mut hooks = 0u8;
         let mut replaced = 0u64;
-        while locks.n < locks.writes.len() {
-            let e = &mut locks.writes[locks.n];
+        for i in 0..writes.len() {
+            let e = &mut writes[i];
             if !try_lock(e) {
+                unlock(&writes[..i]);
                 return Err(CommitError::Conflict(Counter::LockConflict));
             }
-            locks.n += 1;
             replaced = replaced.max(version(e.old_lock));
             // SAFETY: the core outlives the transaction.
             hooks |= unsafe { (*e.core).flags.load(Ordering::Acquire) };
         }
         if has & COMMUTES != 0 || hooks & HAS_VALIDATOR != 0 {
-            prepare(locks.writes)?;
+            // User code (commute functions, validators) runs under the
+            // locks: the guard restores them if it fails or panics.
+            let n = writes.len();
+            let mut guard = Unlock {
+                writes,
+                n,
+            };
+            prepare(guard.writes)?;
+            guard.n = 0;
         }
         let wv = clock::write_version(replaced);
-        let ours = Ours {
-            writes: locks.writes,
-            index,
-            bloom,
-            indexed: has & INDEXED != 0,
-        };
-        if !validate_reads(reads, &ours) {
+        if !validate_reads(reads, writes) {
+            unlock(writes);
             return Err(CommitError::Conflict(Counter::ValidationConflict));
         }
         let new = clock::word(wv);
+        let watched = hooks & HAS_WATCHES != 0;
         let mut woke = false;
-        for e in locks.writes.iter_mut() {
+        for e in writes.iter_mut() {
             // SAFETY: locked, `Value` after `prepare`.
-            unsafe { e.publish() };
+            unsafe { e.publish(watched) };
             // SAFETY: the core outlives the transaction; we hold its lock.
             let core = unsafe { &*e.core };
             if e.old_lock & WAITERS != 0 {
@@ -827,8 +829,6 @@ impl<'env, E> Tx<'env, E> {
             }
             core.lock.store(new, Ordering::Release);
         }
-        locks.n = 0;
-        drop(locks);
         self.has &= !OWNS;
         if woke {
             self.has |= WAKE;
@@ -858,7 +858,7 @@ impl<'env, E> Tx<'env, E> {
         let wv = clock::write_version(replaced.unwrap_or(0));
         for e in self.b.writes.iter_mut() {
             // SAFETY: locked, `Value` (serial commutes apply at once).
-            unsafe { e.publish() };
+            unsafe { e.publish(hooks & HAS_WATCHES != 0) };
         }
         self.has &= !OWNS;
         let new = clock::word(wv);
@@ -962,39 +962,30 @@ fn prepare(writes: &mut [WriteEntry]) -> Result<(), CommitError> {
     Ok(())
 }
 
-/// The write set as commit validation sees it: which locked words are ours.
-struct Ours<'a> {
-    writes: &'a [WriteEntry],
-    index: &'a std::collections::HashMap<*const Core, usize>,
-    bloom: u64,
-    indexed: bool,
-}
-
-impl Ours<'_> {
-    /// The version `core` had when we locked it, if we did.
-    #[inline]
-    fn locked_version(&self, core: *const Core) -> Option<u64> {
-        if self.bloom & bit(core) == 0 {
-            return None;
-        }
-        let i = if self.indexed {
-            *self.index.get(&core)?
-        } else {
-            self.writes.iter().rposition(|e| e.core == core)?
-        };
-        Some(version(self.writes[i].old_lock))
+/// The entry of `writes` whose commit holds lock word `w` (a locked word
+/// holds the address of its owner's entry), if it is one of ours. Another
+/// thread's entries live in another live allocation and serial-mode locks
+/// hold no address, so a range check tells them apart.
+#[inline]
+fn owner(writes: &[WriteEntry], w: u64) -> Option<&WriteEntry> {
+    let off = ((w & !LOCKED) as usize).wrapping_sub(writes.as_ptr() as usize);
+    let i = off / std::mem::size_of::<WriteEntry>();
+    if off.is_multiple_of(std::mem::size_of::<WriteEntry>()) && i < writes.len() {
+        Some(&writes[i])
+    } else {
+        None
     }
 }
 
 /// Validates the read set at commit, the write set locked.
 #[inline]
-fn validate_reads(reads: &[ReadEntry], ours: &Ours<'_>) -> bool {
+fn validate_reads(reads: &[ReadEntry], writes: &[WriteEntry]) -> bool {
     reads.iter().all(|&(core, ver)| {
         // SAFETY: cores in the read set belong to `TVar`s borrowed for `'env`.
         let w = unsafe { (*core).lock.load(Ordering::SeqCst) };
         if is_locked(w) {
             // Ours? Then compare with the word our lock replaced.
-            ours.locked_version(core) == Some(ver)
+            owner(writes, w).is_some_and(|e| version(e.old_lock) == ver)
         } else {
             version(w) == ver
         }
@@ -1017,14 +1008,24 @@ fn try_lock(e: &mut WriteEntry) -> bool {
             w = lock.load(Ordering::Relaxed);
             continue;
         }
-        // SeqCst: see `clock::now`.
-        match lock.compare_exchange_weak(w, w | LOCKED, Ordering::SeqCst, Ordering::Relaxed) {
+        // SeqCst: see `clock::now`. The locked word names its owner.
+        let mine = (e as *const WriteEntry as u64) | LOCKED;
+        match lock.compare_exchange_weak(w, mine, Ordering::SeqCst, Ordering::Relaxed) {
             Ok(_) => {
                 e.old_lock = w;
                 return true;
             }
             Err(now) => w = now,
         }
+    }
+}
+
+/// Restores the lock words of entries we locked (nothing was published).
+#[cold]
+fn unlock(locked: &[WriteEntry]) {
+    for e in locked {
+        // SAFETY: the core outlives the transaction; we locked it.
+        unsafe { (*e.core).lock.store(e.old_lock, Ordering::Release) };
     }
 }
 
@@ -1036,17 +1037,16 @@ struct Unlock<'a> {
 }
 
 impl Drop for Unlock<'_> {
-    #[inline]
     fn drop(&mut self) {
-        for e in &self.writes[..self.n] {
-            // SAFETY: we locked it; nothing was published.
-            unsafe { (*e.core).lock.store(e.old_lock, Ordering::Release) };
-        }
+        unlock(&self.writes[..self.n]);
     }
 }
 
-impl<E> Drop for Tx<'_, E> {
-    fn drop(&mut self) {
+impl<E> Tx<'_, E> {
+    /// Drop, the rare part: a panic unwinding through an attempt, or
+    /// entries that own values, locks or waiters.
+    #[cold]
+    fn drop_slow(&mut self) {
         if self.running {
             // Unwinding out of the closure or the commit.
             self.bump(Counter::Panic);
@@ -1055,7 +1055,19 @@ impl<E> Drop for Tx<'_, E> {
         // still be able to start its next transaction.
         self.exit();
         self.clear();
+    }
+}
+
+impl<E> Drop for Tx<'_, E> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.running | (self.has != 0) {
+            self.drop_slow();
+        }
+        // Plain entries stay in the sets: the next attempt's start drops
+        // them (no need to clear twice).
         self.pin = None;
+        self.exit();
         // SAFETY: `b` is not used after this.
         let b = unsafe { ManuallyDrop::take(&mut self.b) };
         Buffers::give_back(b);
