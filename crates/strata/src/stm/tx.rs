@@ -803,10 +803,7 @@ impl<'env, E> Tx<'env, E> {
             // User code (commute functions, validators) runs under the
             // locks: the guard restores them if it fails or panics.
             let n = writes.len();
-            let mut guard = Unlock {
-                writes,
-                n,
-            };
+            let mut guard = Unlock { writes, n };
             prepare(guard.writes)?;
             guard.n = 0;
         }
