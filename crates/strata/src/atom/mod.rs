@@ -1,21 +1,39 @@
 //! L2 — atoms: [`Atom<T>`], a lock-free cell of an immutable value with
-//! validators and watches (Clojure's atom).
+//! validators and watches (Clojure's atom), and [`WordAtom<T>`], the same
+//! for word-sized `Copy` values.
 //!
-//! Readers get an `Arc<T>` of the current value; writers replace it with a
-//! compare-and-swap loop (`swap(f)` may run `f` more than once). Nothing
-//! ever blocks; replaced values are reclaimed through crossbeam-epoch once
-//! no reader can still be looking at them.
+//! `Atom` readers get an `Arc<T>` of the current value; writers replace it
+//! with a compare-and-swap loop (`swap(f)` may run `f` more than once).
+//! Nothing ever blocks; replaced values are reclaimed through
+//! crossbeam-epoch once no reader can still be looking at them.
+//!
+//! For integers, `bool`, `char` and floats use [`WordAtom`]: the value
+//! lives in the atomic word itself, so a change is a single CAS with no
+//! allocation and nothing to reclaim (about as fast as a bare
+//! `AtomicU64` loop), with the same validators and watches.
+//!
+//! ```
+//! use strata::atom::{Atom, WordAtom};
+//!
+//! let config = Atom::new(vec!["a", "b"]);
+//! let version = WordAtom::new(1u64);
+//! config.swap(|c| [c.as_slice(), &["c"]].concat()).unwrap();
+//! version.swap(|v| v + 1).unwrap();
+//! assert_eq!((config.load().len(), version.load()), (3, 2));
+//! ```
 
 mod cell;
+mod hooks;
+mod word;
 
 use std::fmt;
 use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::loom::sync::Mutex;
-use crate::loom::sync::atomic::{AtomicU8, Ordering};
 use cell::RawCell;
+use hooks::HookSet;
+pub use word::{Word, WordAtom};
 
 /// Why an [`Atom`] was not changed. The value that was not installed is
 /// handed back: nothing is lost.
@@ -39,17 +57,6 @@ pub enum AtomError<T> {
     Changed(T),
 }
 
-type Validator<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
-type Watch<T> = Arc<dyn Fn(&T, &T) + Send + Sync>;
-
-struct Hooks<T> {
-    validator: Option<Validator<T>>,
-    watches: Vec<(String, Watch<T>)>,
-}
-
-const HAS_VALIDATOR: u8 = 1;
-const HAS_WATCHES: u8 = 2;
-
 /// A shared, lock-free cell holding an immutable `T`.
 ///
 /// ```
@@ -70,8 +77,7 @@ const HAS_WATCHES: u8 = 2;
 /// ```
 pub struct Atom<T> {
     cell: RawCell<T>,
-    flags: AtomicU8,
-    hooks: Mutex<Option<Arc<Hooks<T>>>>,
+    hooks: HookSet<T>,
 }
 
 impl<T: Send + Sync + 'static> Atom<T> {
@@ -96,8 +102,7 @@ impl<T: Send + Sync + 'static> Atom<T> {
     pub fn from_arc(value: Arc<T>) -> Self {
         Self {
             cell: RawCell::new(value),
-            flags: AtomicU8::new(0),
-            hooks: Mutex::new(None),
+            hooks: HookSet::new(),
         }
     }
 
@@ -279,7 +284,7 @@ impl<T: Send + Sync + 'static> Atom<T> {
     /// assert!(a.swap(|v| v + 100).is_err());
     /// ```
     pub fn set_validator(&self, f: impl Fn(&T) -> bool + Send + Sync + 'static) {
-        self.edit_hooks(|h| h.validator = Some(Arc::new(f)));
+        self.hooks.set_validator(f);
     }
 
     /// Removes the validator.
@@ -291,7 +296,7 @@ impl<T: Send + Sync + 'static> Atom<T> {
     /// assert!(a.reset(1).is_ok());
     /// ```
     pub fn clear_validator(&self) {
-        self.edit_hooks(|h| h.validator = None);
+        self.hooks.clear_validator();
     }
 
     /// Adds (or replaces) the watch called `key`: after every change,
@@ -310,14 +315,7 @@ impl<T: Send + Sync + 'static> Atom<T> {
     /// assert_eq!(changes.load(Ordering::Relaxed), 1);
     /// ```
     pub fn add_watch(&self, key: impl Into<String>, f: impl Fn(&T, &T) + Send + Sync + 'static) {
-        let key = key.into();
-        let f: Watch<T> = Arc::new(f);
-        self.edit_hooks(
-            move |h| match h.watches.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = f,
-                None => h.watches.push((key, f)),
-            },
-        );
+        self.hooks.add_watch(key, f);
     }
 
     /// Removes the watch called `key`; `false` if there was none.
@@ -329,68 +327,18 @@ impl<T: Send + Sync + 'static> Atom<T> {
     /// assert!(!a.remove_watch("w"));
     /// ```
     pub fn remove_watch(&self, key: &str) -> bool {
-        let mut removed = false;
-        self.edit_hooks(|h| {
-            let before = h.watches.len();
-            h.watches.retain(|(k, _)| k != key);
-            removed = h.watches.len() != before;
-        });
-        removed
+        self.hooks.remove_watch(key)
     }
 
-    fn edit_hooks(&self, edit: impl FnOnce(&mut Hooks<T>)) {
-        let mut slot = self.hooks.lock();
-        let mut hooks = match &*slot {
-            Some(h) => Hooks {
-                validator: h.validator.clone(),
-                watches: h.watches.clone(),
-            },
-            None => Hooks {
-                validator: None,
-                watches: Vec::new(),
-            },
-        };
-        edit(&mut hooks);
-        let flags = (if hooks.validator.is_some() {
-            HAS_VALIDATOR
-        } else {
-            0
-        }) | (if hooks.watches.is_empty() {
-            0
-        } else {
-            HAS_WATCHES
-        });
-        *slot = Some(Arc::new(hooks));
-        self.flags.store(flags, Ordering::Release);
-    }
-
-    fn hooks(&self) -> Option<Arc<Hooks<T>>> {
-        self.hooks.lock().clone()
-    }
-
-    /// Passes `v` through the validator; a rejected value comes back in
-    /// the error.
+    /// Passes `v` through the validator.
     #[inline]
     fn check(&self, v: T) -> Result<T, AtomError<T>> {
-        if self.flags.load(Ordering::Acquire) & HAS_VALIDATOR == 0 {
-            return Ok(v);
-        }
-        match self.hooks().and_then(|h| h.validator.clone()) {
-            Some(valid) if !valid(&v) => Err(AtomError::Invalid(v)),
-            _ => Ok(v),
-        }
+        self.hooks.check(v)
     }
 
     #[inline]
     fn notify(&self, old: &T, new: &T) {
-        if self.flags.load(Ordering::Acquire) & HAS_WATCHES == 0 {
-            return;
-        }
-        if let Some(h) = self.hooks() {
-            for (_, w) in &h.watches {
-                w(old, new);
-            }
-        }
+        self.hooks.notify(old, new);
     }
 }
 
