@@ -270,6 +270,8 @@ fn far_future() -> Instant {
     Instant::now() + std::time::Duration::from_secs(60 * 60 * 24 * 365 * 30)
 }
 
+// Inlined into the entry points: `Limits::default()` then folds away.
+#[inline(always)]
 fn run<'env, R, E, F>(limits: Limits, mut f: F) -> Result<R, StmError<E>>
 where
     F: FnMut(&mut Tx<'env, E>) -> Stm<R, E>,

@@ -1056,7 +1056,7 @@ impl<E> Tx<'_, E> {
 }
 
 impl<E> Drop for Tx<'_, E> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         if self.running | (self.has != 0) {
             self.drop_slow();
