@@ -113,6 +113,10 @@ mod imp {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    /// Aligned to two cache lines: two threads' cells never share a line
+    /// (each commit bumps its own thread's cell; false sharing would move a
+    /// line between cores on every commit).
+    #[repr(align(128))]
     struct Cells([AtomicU64; N]);
 
     struct Registry {

@@ -789,12 +789,13 @@ impl<'env, E> Tx<'env, E> {
         // little, else give up, so commits cannot deadlock).
         let mut hooks = 0u8;
         let mut replaced = 0u64;
-        for i in 0..writes.len() {
-            let e = &mut writes[i];
+        let mut locked = 0;
+        for e in writes.iter_mut() {
             if !try_lock(e) {
-                unlock(&writes[..i]);
+                unlock(&writes[..locked]);
                 return Err(CommitError::Conflict(Counter::LockConflict));
             }
+            locked += 1;
             replaced = replaced.max(version(e.old_lock));
             // SAFETY: the core outlives the transaction.
             hooks |= unsafe { (*e.core).flags.load(Ordering::Acquire) };
