@@ -789,13 +789,11 @@ impl<'env, E> Tx<'env, E> {
         // little, else give up, so commits cannot deadlock).
         let mut hooks = 0u8;
         let mut replaced = 0u64;
-        let mut locked = 0;
-        for e in writes.iter_mut() {
+        for (locked, e) in writes.iter_mut().enumerate() {
             if !try_lock(e) {
                 unlock(&writes[..locked]);
                 return Err(CommitError::Conflict(Counter::LockConflict));
             }
-            locked += 1;
             replaced = replaced.max(version(e.old_lock));
             // SAFETY: the core outlives the transaction.
             hooks |= unsafe { (*e.core).flags.load(Ordering::Acquire) };
