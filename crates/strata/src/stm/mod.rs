@@ -59,6 +59,7 @@
 //! assert_eq!(account.load(), 20);
 //! ```
 
+pub(crate) mod backoff;
 mod buffers;
 mod clock;
 mod entry;

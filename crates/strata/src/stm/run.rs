@@ -1,7 +1,6 @@
 //! The transaction loop: attempts, contention management, `retry`
 //! blocking (parking or awaiting), limits, and the public entry points.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -43,18 +42,6 @@ fn serial_lock(on: bool) -> Option<SerialGuard> {
     return on.then_some(SerialGuard);
 }
 
-#[cfg(not(loom))]
-thread_local! {
-    /// xorshift state for randomized backoff.
-    static RNG: Cell<u64> = const { Cell::new(0) };
-}
-
-// loom runs model threads on one OS thread: per-thread state must be loom's.
-#[cfg(loom)]
-loom::thread_local! {
-    static RNG: Cell<u64> = Cell::new(0);
-}
-
 /// The first backoff window, and the largest: a transaction that has lost
 /// `c` times in a row spins for a random time below
 /// `BACKOFF_NS << (c - 1)`, capped at `BACKOFF_MAX_NS`.
@@ -70,68 +57,15 @@ loom::thread_local! {
 /// ~400 ns per transfer, ~1.3 µs gives ~50–100 ns with fairness ~0.85.
 /// Conflicts are rare when transactions touch different `TVar`s, so the
 /// long window costs nothing there.
-#[cfg(not(loom))]
 const BACKOFF_NS: u64 = 1_280;
-#[cfg(not(loom))]
 const BACKOFF_MAX_NS: u64 = 10_240;
-
-/// Picoseconds one `spin_loop` hint takes on this machine (0: not measured
-/// yet). `pause` costs anything from a cycle to ~140 cycles depending on
-/// the CPU, so windows are kept in time, not in pauses.
-#[cfg(not(loom))]
-static PAUSE_PS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Measures `PAUSE_PS` (the fastest of a few short runs, so a preemption
-/// does not inflate it).
-#[cfg(not(loom))]
-#[cold]
-fn calibrate_pause() -> u64 {
-    const N: u32 = 64;
-    let mut best = u64::MAX;
-    for _ in 0..4 {
-        let t = Instant::now();
-        for _ in 0..N {
-            std::hint::spin_loop();
-        }
-        best = best.min(t.elapsed().as_nanos() as u64 * 1000 / u64::from(N));
-    }
-    let ps = best.clamp(100, 1_000_000);
-    PAUSE_PS.store(ps, std::sync::atomic::Ordering::Relaxed);
-    ps
-}
 
 /// Spins for a random time in a window that doubles with each consecutive
 /// conflict (see [`BACKOFF_NS`]), so transactions that keep colliding drift
 /// apart. At most ~10 µs; never sleeps.
 fn backoff(conflicts: u32) {
-    // loom needs determinism (and a yield to let the other thread on).
-    #[cfg(loom)]
-    {
-        let _ = (conflicts, &RNG);
-        crate::loom::hint::spin_loop();
-    }
-    #[cfg(not(loom))]
-    {
-        let r = RNG.with(|c| {
-            let mut x = c.get();
-            if x == 0 {
-                x = (c as *const _ as u64) | 1;
-            }
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            c.set(x);
-            x
-        });
-        let window = (BACKOFF_NS << conflicts.saturating_sub(1).min(16)).min(BACKOFF_MAX_NS);
-        let ps = match PAUSE_PS.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => calibrate_pause(),
-            ps => ps,
-        };
-        for _ in 0..(r % window) * 1000 / ps {
-            std::hint::spin_loop();
-        }
-    }
+    let window = (BACKOFF_NS << conflicts.saturating_sub(1).min(16)).min(BACKOFF_MAX_NS);
+    super::backoff::spin_below(window);
 }
 
 /// What one attempt led to.
