@@ -11,9 +11,11 @@
 //!   (opacity). A read that finds a newer version first tries to move the
 //!   snapshot forward (if nothing read so far changed) before giving up;
 //! - commit try-locks the written `TVar`s (no waiting on one another, so no
-//!   deadlock), ticks the clock, re-validates the reads and publishes; a
-//!   read-only transaction commits with no lock, no clock tick, no write to
-//!   shared memory;
+//!   deadlock), takes a version above the clock and above every version it
+//!   replaces (the clock itself is advanced lazily, by readers that meet a
+//!   newer version, so commits do not contend on it), re-validates the reads
+//!   and publishes; a read-only transaction commits with no lock and no write
+//!   to shared memory;
 //! - [`retry`] blocks until a `TVar` the transaction read changes (per-`TVar`
 //!   waiter lists; nothing else wakes it); [`atomically_async`] awaits
 //!   instead;

@@ -20,8 +20,8 @@
 pub struct StmStats {
     /// Transactions that committed writes.
     pub commits: u64,
-    /// Transactions that finished having written nothing (no clock tick, no
-    /// lock).
+    /// Transactions that finished having written nothing (no lock, no
+    /// write to shared memory).
     pub read_only_commits: u64,
     /// Attempts that did not commit, by cause.
     pub aborts: AbortStats,
