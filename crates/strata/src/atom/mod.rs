@@ -67,6 +67,9 @@ const SWAP_BACKOFF_NS: u64 = 320;
 
 /// A shared, lock-free cell holding an immutable `T`.
 ///
+/// For integers, `bool`, `char` and floats prefer [`WordAtom`]: same
+/// semantics, no allocation per change.
+///
 /// ```
 /// use std::thread;
 /// use strata::atom::Atom;
