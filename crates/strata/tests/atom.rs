@@ -5,10 +5,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use strata::atom::{Atom, AtomError};
+use strata::atom::{Atom, AtomError, WordAtom};
+
+/// Tests in this file run one at a time: `replaced_values_are_eventually_reclaimed`
+/// bounds the garbage alive at once, and a reader of another test preempted
+/// while pinned (more likely while a CPU-heavy stress test runs) would hold
+/// the epoch back meanwhile.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 #[test]
 fn swaps_from_many_threads_lose_nothing() {
+    let _serial = one_at_a_time();
     let a = Atom::new(0u64);
     let calls = AtomicU64::new(0);
     thread::scope(|s| {
@@ -33,6 +43,7 @@ fn swaps_from_many_threads_lose_nothing() {
 /// vector whose every element equals its length.
 #[test]
 fn readers_see_only_published_values() {
+    let _serial = one_at_a_time();
     let a = Atom::new(vec![0u64; 0]);
     let stop = AtomicBool::new(false);
     thread::scope(|s| {
@@ -62,6 +73,7 @@ fn readers_see_only_published_values() {
 
 #[test]
 fn swap_vals_reset_and_identity_compare_and_set() {
+    let _serial = one_at_a_time();
     let a = Atom::new(String::from("a"));
     let (old, new) = a.swap_vals(|s| format!("{s}b")).unwrap();
     assert_eq!((old.as_str(), new.as_str()), ("a", "ab"));
@@ -85,6 +97,7 @@ fn swap_vals_reset_and_identity_compare_and_set() {
 
 #[test]
 fn validator_rejects_and_changes_nothing() {
+    let _serial = one_at_a_time();
     let a = Atom::new(5i32);
     a.set_validator(|v| *v >= 0);
     assert_eq!(a.swap(|v| v - 10), Err(AtomError::Invalid(-5)));
@@ -100,6 +113,7 @@ fn validator_rejects_and_changes_nothing() {
 
 #[test]
 fn watches_see_every_change_with_old_and_new() {
+    let _serial = one_at_a_time();
     let a = Atom::new(0u32);
     let log = Arc::new(Mutex::new(Vec::new()));
     let l = log.clone();
@@ -125,6 +139,7 @@ fn watches_see_every_change_with_old_and_new() {
 
 #[test]
 fn concurrent_watches_see_a_chain_of_changes() {
+    let _serial = one_at_a_time();
     // Every change is reported once; the reported (old, new) pairs form the
     // chain 0 → 1 → … → N in some order.
     let a = Atom::new(0u64);
@@ -156,6 +171,7 @@ fn concurrent_watches_see_a_chain_of_changes() {
 /// Values are dropped at most once each (no double free through the epoch).
 #[test]
 fn replaced_values_are_dropped_at_most_once() {
+    let _serial = one_at_a_time();
     static DROPPED: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
     #[derive(Debug)]
     struct Tracked(u64);
@@ -192,6 +208,7 @@ fn replaced_values_are_dropped_at_most_once() {
 /// exited and the atom is gone, every value is eventually dropped.
 #[test]
 fn replaced_values_are_eventually_reclaimed() {
+    let _serial = one_at_a_time();
     static LIVE: AtomicU64 = AtomicU64::new(0);
     #[derive(Debug)]
     struct Counted;
@@ -227,4 +244,102 @@ fn replaced_values_are_eventually_reclaimed() {
         thread::yield_now();
     }
     assert_eq!(LIVE.load(Ordering::SeqCst), 0, "values leaked");
+}
+
+#[test]
+fn word_atom_swaps_from_many_threads_lose_nothing() {
+    let _serial = one_at_a_time();
+    const THREADS: u64 = 4;
+    const EACH: u64 = 400_000;
+    let a = WordAtom::new(0u64);
+    let calls = AtomicU64::new(0);
+    let start = std::sync::Barrier::new(THREADS as usize);
+    thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                start.wait();
+                for _ in 0..EACH {
+                    a.swap(|x| {
+                        calls.fetch_add(1, Ordering::Relaxed);
+                        x + 1
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(a.load(), THREADS * EACH);
+    assert!(calls.load(Ordering::Relaxed) >= THREADS * EACH);
+}
+
+#[test]
+fn word_atom_validator_watches_and_compare_and_set() {
+    let _serial = one_at_a_time();
+    let a = WordAtom::new(0i32);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    a.add_watch("log", move |old, new| l.lock().unwrap().push((*old, *new)));
+    assert_eq!(a.swap_vals(|x| x + 1), Ok((0, 1)));
+    assert_eq!(a.reset(10), Ok(1));
+    assert_eq!(a.compare_and_set(10, 11), Ok(11));
+    assert_eq!(a.compare_and_set(10, 12), Err(AtomError::Changed(12)));
+    // A rejected value comes back; nothing changes, nobody is notified.
+    a.set_validator(|v| *v >= 0);
+    assert_eq!(a.swap(|x| x - 100), Err(AtomError::Invalid(-89)));
+    assert_eq!(a.reset(-1), Err(AtomError::Invalid(-1)));
+    assert_eq!(a.compare_and_set(11, -2), Err(AtomError::Invalid(-2)));
+    assert_eq!(a.load(), 11);
+    assert_eq!(*log.lock().unwrap(), [(0, 1), (1, 10), (10, 11)]);
+    a.clear_validator();
+    assert!(a.remove_watch("log"));
+    assert_eq!(a.reset(-5), Ok(11));
+    assert_eq!(log.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn word_atom_concurrent_watches_see_a_chain() {
+    let _serial = one_at_a_time();
+    let a = WordAtom::new(0u32);
+    let pairs = Arc::new(Mutex::new(Vec::new()));
+    let p = pairs.clone();
+    a.add_watch("chain", move |old, new| {
+        p.lock().unwrap().push((*old, *new))
+    });
+    thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..2_000 {
+                    a.swap(|x| x + 1).unwrap();
+                }
+            });
+        }
+    });
+    let mut pairs = pairs.lock().unwrap().clone();
+    pairs.sort_unstable();
+    assert_eq!(pairs.len(), 4_000);
+    assert!(
+        pairs
+            .iter()
+            .enumerate()
+            .all(|(i, &(o, n))| o == i as u32 && n == o + 1)
+    );
+}
+
+#[test]
+fn word_atom_holds_every_word_type() {
+    let _serial = one_at_a_time();
+    assert!(WordAtom::new(true).swap(|b| !b) == Ok(false));
+    assert_eq!(WordAtom::new('x').reset('é'), Ok('x'));
+    assert_eq!(WordAtom::new(u8::MAX).swap(|x| x.wrapping_add(1)), Ok(0));
+    assert_eq!(WordAtom::new(i64::MIN).load(), i64::MIN);
+    assert_eq!(WordAtom::new(usize::MAX).load(), usize::MAX);
+    let f = WordAtom::new(1.5f32);
+    assert_eq!(f.swap(|x| x * 2.0), Ok(3.0));
+    // Floats compare by bits: -0.0 is not 0.0, NaN is itself.
+    let z = WordAtom::new(-0.0f64);
+    assert_eq!(z.compare_and_set(0.0, 1.0), Err(AtomError::Changed(1.0)));
+    let n = WordAtom::new(f64::NAN);
+    assert_eq!(n.compare_and_set(f64::NAN, 2.0), Ok(2.0));
+    assert_eq!(format!("{:?}", WordAtom::new(7u16)), "WordAtom(7)");
+    assert_eq!(WordAtom::<i16>::default().load(), 0);
 }

@@ -494,6 +494,7 @@ fn user_error_aborts_with_no_effects() {
 
 #[test]
 fn panic_aborts_and_the_thread_stays_usable() {
+    let panics_before = stats().aborts.panics;
     let a = TVar::new(1u64);
     let s = TVar::new(String::from("keep"));
     let r = catch_unwind(AssertUnwindSafe(|| {
@@ -519,6 +520,8 @@ fn panic_aborts_and_the_thread_stays_usable() {
     }));
     assert!(r.is_err());
     assert_eq!((a.load(), s.load()), (3, "keep".into()));
+    // Both aborted attempts are counted (stats are per thread, summed).
+    assert!(stats().aborts.panics >= panics_before + 2);
     atomically(|tx| tx.modify(&a, |x| x + 1)).unwrap();
     assert_eq!(a.load(), 4);
     // Another thread is not blocked by leftover locks.

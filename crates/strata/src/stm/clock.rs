@@ -1,8 +1,13 @@
 //! The global version clock and the versioned lock word of a `TVar`.
 //!
-//! A lock word is `version << 2 | WAITERS | LOCKED`:
+//! An unlocked lock word is `version << 2 | WAITERS`; a locked one has
+//! `LOCKED` set and holds no version:
 //! - `LOCKED`: a committer (or a transaction in serial mode) owns the `TVar`;
-//!   readers must not trust its value until the word changes.
+//!   readers must not trust its value until the word changes. A committer's
+//!   word is the address of its write-set entry for the `TVar` `| LOCKED`
+//!   (TL2's owner pointer: commit validation recognises its own locks with
+//!   a range check instead of a search), a serial transaction's word is
+//!   [`SERIAL_LOCKED`]; both keep the word they replaced.
 //! - `WAITERS`: some transaction blocked in `retry` is registered on the
 //!   `TVar`'s waiter list. It is set with a CAS by the waiter *only while the
 //!   word still holds the version it read*, and a committer learns of it
@@ -18,6 +23,9 @@ use crate::loom::sync::atomic::Ordering;
 
 pub(crate) const LOCKED: u64 = 1;
 pub(crate) const WAITERS: u64 = 2;
+/// The word of a `TVar` locked by a serial-mode transaction (no entry
+/// address is 2 mod 8).
+pub(crate) const SERIAL_LOCKED: u64 = LOCKED | WAITERS;
 const SHIFT: u32 = 2;
 
 /// The version stored in lock word `w`.

@@ -31,17 +31,70 @@ pub(crate) type CommuteList<T> = Vec<Arc<dyn Fn(T) -> T>>;
 
 pub(crate) struct WriteEntry {
     pub(crate) core: *const Core,
-    pub(crate) ops: &'static Ops,
-    pub(crate) state: State,
     pub(crate) word: u64,
     pub(crate) ptr: *mut (),
+    /// The lock word the commit's CAS replaced.
+    pub(crate) old_lock: u64,
+    /// After publishing: the replaced value (for the watches; a replaced
+    /// box is retired once the commit has unlocked).
+    pub(crate) old_word: u64,
+    pub(crate) old_ptr: *mut (),
+    pub(crate) ops: &'static Ops,
     /// The `or_else` branch that created the entry or last saved it to the
     /// undo log (0: outside any branch).
     pub(crate) level: u32,
-    /// The lock word the commit's CAS replaced.
-    pub(crate) old_lock: u64,
-    pub(crate) old_word: u64,
-    pub(crate) old_ptr: *mut (),
+    pub(crate) state: State,
+    /// The value type is stored as a word (`Core::word`): the commit
+    /// publishes it itself, with no call through `ops`.
+    pub(crate) is_word: bool,
+}
+
+impl WriteEntry {
+    #[inline]
+    pub(crate) fn new<T: Clone + Send + Sync + 'static>(
+        core: *const Core,
+        state: State,
+        (word, ptr): (u64, *mut ()),
+        level: u32,
+    ) -> Self {
+        WriteEntry {
+            core,
+            word,
+            ptr,
+            old_lock: 0,
+            old_word: 0,
+            old_ptr: std::ptr::null_mut(),
+            ops: &OpsOf::<T>::OPS,
+            level,
+            state,
+            is_word: word::is_word::<T>(),
+        }
+    }
+
+    /// Under the lock, the entry `Value`: publishes the value and keeps the
+    /// replaced one in `old_ptr` (boxes, to retire) or, if `watched`, in
+    /// `old_word`.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the lock of the entry's `TVar`.
+    #[inline]
+    pub(crate) unsafe fn publish(&mut self, watched: bool) {
+        debug_assert_eq!(self.state, State::Value);
+        if self.is_word {
+            // SAFETY: the core outlives the transaction.
+            let core = unsafe { &*self.core };
+            if watched {
+                self.old_word = core.word.load(Ordering::Relaxed);
+            }
+            // Release: a reader that sees this value sees our lock before it.
+            core.word.store(self.word, Ordering::Release);
+        } else {
+            // SAFETY: forwarded contract.
+            unsafe { (self.ops.publish)(self) };
+            self.state = State::Published;
+        }
+    }
 }
 
 /// The operations on an entry of one value type.
@@ -52,9 +105,10 @@ pub(crate) struct Ops {
     pub(crate) resolve: unsafe fn(&mut WriteEntry),
     /// The validator's verdict on the buffered value (`true` without one).
     pub(crate) validate: unsafe fn(&WriteEntry) -> bool,
-    /// Under the lock: publishes the value, keeps the old one for watches
-    /// and retires it.
-    pub(crate) publish: unsafe fn(&mut WriteEntry, Option<&Pin>),
+    /// Boxed types, under the lock: publishes the box, keeps the old one.
+    pub(crate) publish: unsafe fn(&mut WriteEntry),
+    /// Boxed types, after unlock and still pinned: retires the old box.
+    pub(crate) retire: unsafe fn(&WriteEntry, &Pin),
     /// After unlock, still pinned: calls the watches with (old, new).
     pub(crate) watch: unsafe fn(&WriteEntry),
 }
@@ -67,6 +121,7 @@ impl<T: Clone + Send + Sync + 'static> OpsOf<T> {
         resolve: resolve::<T>,
         validate: validate::<T>,
         publish: publish::<T>,
+        retire: retire::<T>,
         watch: watch::<T>,
     };
 }
@@ -165,23 +220,22 @@ unsafe fn validate<T: Clone + Send + Sync + 'static>(e: &WriteEntry) -> bool {
 
 /// # Safety
 ///
-/// `e` is a `State::Value` entry of a `TVar<T>` whose lock the caller holds;
-/// `pin` is `Some` for boxed types.
-unsafe fn publish<T: Clone + Send + Sync + 'static>(e: &mut WriteEntry, pin: Option<&Pin>) {
-    debug_assert_eq!(e.state, State::Value);
+/// `e` is a `State::Value` entry of a boxed `TVar<T>` whose lock the caller
+/// holds.
+unsafe fn publish<T: Clone + Send + Sync + 'static>(e: &mut WriteEntry) {
     // SAFETY: `core` heads a live `Inner<T>`.
     let inner = unsafe { &*e.core.cast::<Inner<T>>() };
-    if word::is_word::<T>() {
-        e.old_word = inner.store_word(e.word);
-    } else {
-        let old = inner.store_box(e.ptr.cast::<T>());
-        e.old_ptr = old.cast();
-        let pin = pin.expect("boxed commit is pinned");
-        // SAFETY: `old` was the published box, now unlinked by the swap
-        // above under our lock, and it is retired only here.
-        unsafe { pin.retire(old) };
-    }
-    e.state = State::Published;
+    e.old_ptr = inner.store_box(e.ptr.cast::<T>()).cast();
+}
+
+/// # Safety
+///
+/// `e` is a published entry of a boxed `TVar<T>`, its lock released, its
+/// old box retired by no one else; `pin` was held since before publishing.
+unsafe fn retire<T: Clone + Send + Sync + 'static>(e: &WriteEntry, pin: &Pin) {
+    // SAFETY: `old_ptr` was the published box, unlinked by our swap under
+    // the lock, and it is retired only here.
+    unsafe { pin.retire(e.old_ptr.cast::<T>()) };
 }
 
 /// # Safety

@@ -20,8 +20,8 @@
 pub struct StmStats {
     /// Transactions that committed writes.
     pub commits: u64,
-    /// Transactions that finished having written nothing (no clock tick, no
-    /// lock).
+    /// Transactions that finished having written nothing (no lock, no
+    /// write to shared memory).
     pub read_only_commits: u64,
     /// Attempts that did not commit, by cause.
     pub aborts: AbortStats,
@@ -113,6 +113,10 @@ mod imp {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    /// Aligned to two cache lines: two threads' cells never share a line
+    /// (each commit bumps its own thread's cell; false sharing would move a
+    /// line between cores on every commit).
+    #[repr(align(128))]
     struct Cells([AtomicU64; N]);
 
     struct Registry {
@@ -148,11 +152,34 @@ mod imp {
 
     #[inline]
     pub(crate) fn bump(c: Counter) {
-        // Only this thread writes its cells: load + store, no RMW.
-        let _ = LOCAL.try_with(|l| {
-            let cell = &l.0.0[c as usize];
+        let _ = LOCAL.try_with(|l| l.0.bump(c));
+    }
+
+    impl Cells {
+        #[inline]
+        fn bump(&self, c: Counter) {
+            // Only this thread writes its cells: load + store, no RMW.
+            let cell = &self.0[c as usize];
             cell.store(cell.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        });
+        }
+    }
+
+    /// The current thread's cells, kept by its transaction buffers so that
+    /// a commit counts itself with no thread-local lookup. Only used on the
+    /// thread that took it (the cells have one writer).
+    pub(crate) struct Handle(Option<Arc<Cells>>);
+
+    impl Handle {
+        pub(crate) fn current() -> Self {
+            Handle(LOCAL.try_with(|l| Arc::clone(&l.0)).ok())
+        }
+
+        #[inline]
+        pub(crate) fn bump(&self, c: Counter) {
+            if let Some(cells) = &self.0 {
+                cells.bump(c);
+            }
+        }
     }
 
     pub(crate) fn sum() -> [u64; N] {
@@ -183,13 +210,21 @@ mod imp {
     use super::{Counter, N};
     #[inline]
     pub(crate) fn bump(_c: Counter) {}
+    pub(crate) struct Handle;
+    impl Handle {
+        pub(crate) fn current() -> Self {
+            Handle
+        }
+        #[inline]
+        pub(crate) fn bump(&self, _c: Counter) {}
+    }
     pub(crate) fn sum() -> [u64; N] {
         [0; N]
     }
     pub(crate) fn reset() {}
 }
 
-pub(crate) use imp::bump;
+pub(crate) use imp::{Handle, bump};
 
 /// A snapshot of the STM counters, summed over all threads.
 ///

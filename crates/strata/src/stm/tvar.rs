@@ -23,10 +23,16 @@ pub(crate) const HAS_WATCHES: u8 = 2;
 static NEXT_ID: StdAtomicU64 = StdAtomicU64::new(1);
 
 /// The type-independent head of every `TVar`: what the read set, the
-/// commit and `retry` need without knowing `T`.
+/// commit and `retry` need without knowing `T`. The lock word and the word
+/// value come first and share a cache line: a read of a word `TVar` touches
+/// one line, and the commit publishes a word with no call through the
+/// entry's vtable.
+#[repr(C)]
 pub(crate) struct Core {
     /// `version << 2 | WAITERS | LOCKED`, see [`clock`].
     pub(crate) lock: AtomicU64,
+    /// The value when `word::is_word::<T>()`.
+    pub(crate) word: AtomicU64,
     pub(crate) waiters: Mutex<Vec<Arc<WaitNode>>>,
     pub(crate) flags: AtomicU8,
     pub(crate) id: u64,
@@ -58,9 +64,7 @@ impl<T> Clone for Hooks<T> {
 #[repr(C)]
 pub(crate) struct Inner<T> {
     pub(crate) core: Core,
-    /// The value when `word::is_word::<T>()`.
-    word: AtomicU64,
-    /// Otherwise: the current version's box (never null).
+    /// When `T` is not a word: the current version's box (never null).
     ptr: AtomicPtr<T>,
     hooks: Mutex<Option<std::sync::Arc<Hooks<T>>>>,
     /// `AtomicPtr<T>` is `Send + Sync` for any `T`; the variable owns `T`s.
@@ -133,11 +137,11 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
             inner: Arc::new(Inner {
                 core: Core {
                     lock: AtomicU64::new(clock::word(0)),
+                    word: AtomicU64::new(w),
                     waiters: Mutex::new(Vec::new()),
                     flags: AtomicU8::new(0),
                     id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 },
-                word: AtomicU64::new(w),
                 ptr: AtomicPtr::new(p),
                 hooks: Mutex::new(None),
                 _owns: PhantomData,
@@ -277,12 +281,47 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
     }
 }
 
+impl Core {
+    /// Reads the word value and the lock word it belongs to, seqlock-style:
+    /// the lock word before and after must match (up to `WAITERS`). `None`:
+    /// the word stayed locked for `spins` spins.
+    #[inline]
+    pub(crate) fn sample_word(&self, spins: u32) -> Option<(u64, u64)> {
+        let mut waited = 0;
+        loop {
+            // SeqCst: see `clock::now`.
+            let w1 = self.lock.load(SNAPSHOT_LOAD);
+            if is_locked(w1) {
+                if waited >= spins {
+                    return None;
+                }
+                waited += 1;
+                hint::spin_loop();
+                continue;
+            }
+            // Acquire: the second lock-word load cannot move above it.
+            let x = self.word.load(Ordering::Acquire);
+            let w2 = self.lock.load(Ordering::Relaxed);
+            if same(w1, w2) {
+                return Some((x, w1));
+            }
+        }
+    }
+}
+
 impl<T: Clone + Send + Sync + 'static> Inner<T> {
-    /// Reads the value and the lock word it belongs to, seqlock-style: the
-    /// word before and after must match (up to `WAITERS`). Boxed values
-    /// need `pin` (the box may be replaced, but not freed, meanwhile).
+    /// Reads the value and the lock word it belongs to, seqlock-style (see
+    /// [`Core::sample_word`]). Boxed values need `pin` (the box may be
+    /// replaced, but not freed, meanwhile).
     #[inline]
     pub(crate) fn sample(&self, pin: Option<&Pin>, spins: u32) -> Sample<T> {
+        if word::is_word::<T>() {
+            return match self.core.sample_word(spins) {
+                Some((x, w)) => Sample::Value(word::from_word(x), w),
+                None => Sample::Locked,
+            };
+        }
+        debug_assert!(pin.is_some());
         let mut waited = 0;
         loop {
             // SeqCst: see `clock::now`.
@@ -295,25 +334,15 @@ impl<T: Clone + Send + Sync + 'static> Inner<T> {
                 hint::spin_loop();
                 continue;
             }
-            if word::is_word::<T>() {
-                // Acquire: the second lock-word load cannot move above it.
-                let x = self.word.load(Ordering::Acquire);
-                let w2 = self.core.lock.load(Ordering::Relaxed);
-                if same(w1, w2) {
-                    return Sample::Value(word::from_word(x), w1);
-                }
-            } else {
-                debug_assert!(pin.is_some());
-                let p = self.ptr.load(Ordering::Acquire);
-                let w2 = self.core.lock.load(Ordering::Relaxed);
-                if same(w1, w2) {
-                    // SAFETY: `p` was the published box at version `w1`;
-                    // boxes are immutable once published, and a replaced
-                    // one is only freed after every thread pinned when it
-                    // was replaced has unpinned — the caller holds `pin`.
-                    let v = unsafe { (*p).clone() };
-                    return Sample::Value(v, w1);
-                }
+            let p = self.ptr.load(Ordering::Acquire);
+            let w2 = self.core.lock.load(Ordering::Relaxed);
+            if same(w1, w2) {
+                // SAFETY: `p` was the published box at version `w1`; boxes
+                // are immutable once published, and a replaced one is only
+                // freed after every thread pinned when it was replaced has
+                // unpinned — the caller holds `pin`.
+                let v = unsafe { (*p).clone() };
+                return Sample::Value(v, w1);
             }
         }
     }
@@ -326,24 +355,15 @@ impl<T: Clone + Send + Sync + 'static> Inner<T> {
     #[inline]
     pub(crate) unsafe fn read_locked(&self) -> T {
         if word::is_word::<T>() {
-            word::from_word(self.word.load(Ordering::Relaxed))
+            word::from_word(self.core.word.load(Ordering::Relaxed))
         } else {
             // SAFETY: no one can replace the box while we hold the lock.
             unsafe { (*self.ptr.load(Ordering::Relaxed)).clone() }
         }
     }
 
-    /// Stores a word value. The lock holder only.
-    #[inline]
-    pub(crate) fn store_word(&self, w: u64) -> u64 {
-        let old = self.word.load(Ordering::Relaxed);
-        // Release: a reader that sees this value sees our lock before it.
-        self.word.store(w, Ordering::Release);
-        old
-    }
-
-    /// Publishes a new box and returns the old one (to retire). The lock
-    /// holder only.
+    /// Publishes a new box and returns the old one (to retire once the
+    /// commit has unlocked). The lock holder only.
     #[inline]
     pub(crate) fn store_box(&self, p: *mut T) -> *mut T {
         self.ptr.swap(p, Ordering::AcqRel)
