@@ -30,6 +30,7 @@
 pub mod atom;
 pub mod cache;
 pub mod diag;
+pub(crate) mod hooks;
 pub mod io;
 pub mod lease;
 pub(crate) mod loom;

@@ -1,28 +1,13 @@
-//! Validators and watches, shared by [`Atom`](super::Atom) and
-//! [`WordAtom`](super::WordAtom).
-//!
-//! Copy-on-write behind a mutex that only hook edits and hooked changes
-//! take: a change clones the `Arc` of the current hooks and calls them with
-//! no lock held (a hook may itself edit the hooks or change the atom). A
-//! flags byte tells the change path, with one load, that there is nothing
-//! to call.
+//! The hooks of [`Atom`](super::Atom) and [`WordAtom`](super::WordAtom):
+//! the shared [`Hooks`] list with its flags byte, and the validator and
+//! watch calls of a change.
 
 use std::sync::Arc;
 
 use super::AtomError;
+use crate::hooks::{HAS_VALIDATOR, HAS_WATCHES, Hooks, Watch};
 use crate::loom::sync::Mutex;
 use crate::loom::sync::atomic::{AtomicU8, Ordering};
-
-type Validator<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
-type Watch<T> = Arc<dyn Fn(&T, &T) + Send + Sync>;
-
-struct Hooks<T> {
-    validator: Option<Validator<T>>,
-    watches: Vec<(String, Watch<T>)>,
-}
-
-const HAS_VALIDATOR: u8 = 1;
-const HAS_WATCHES: u8 = 2;
 
 pub(crate) struct HookSet<T> {
     flags: AtomicU8,
@@ -50,49 +35,19 @@ impl<T> HookSet<T> {
         key: impl Into<String>,
         f: impl Fn(&T, &T) + Send + Sync + 'static,
     ) {
-        let key = key.into();
-        let f: Watch<T> = Arc::new(f);
-        self.edit(
-            move |h| match h.watches.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = f,
-                None => h.watches.push((key, f)),
-            },
-        );
+        let (key, f): (String, Watch<T>) = (key.into(), Arc::new(f));
+        self.edit(move |h| h.set_watch(key, f));
     }
 
     pub(crate) fn remove_watch(&self, key: &str) -> bool {
         let mut removed = false;
-        self.edit(|h| {
-            let before = h.watches.len();
-            h.watches.retain(|(k, _)| k != key);
-            removed = h.watches.len() != before;
-        });
+        self.edit(|h| removed = h.remove_watch(key));
         removed
     }
 
     fn edit(&self, edit: impl FnOnce(&mut Hooks<T>)) {
         let mut slot = self.hooks.lock();
-        let mut hooks = match &*slot {
-            Some(h) => Hooks {
-                validator: h.validator.clone(),
-                watches: h.watches.clone(),
-            },
-            None => Hooks {
-                validator: None,
-                watches: Vec::new(),
-            },
-        };
-        edit(&mut hooks);
-        let flags = (if hooks.validator.is_some() {
-            HAS_VALIDATOR
-        } else {
-            0
-        }) | (if hooks.watches.is_empty() {
-            0
-        } else {
-            HAS_WATCHES
-        });
-        *slot = Some(Arc::new(hooks));
+        let flags = Hooks::edit(&mut slot, edit);
         self.flags.store(flags, Ordering::Release);
     }
 

@@ -14,10 +14,8 @@ use crate::loom::hint;
 use crate::loom::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
 use crate::loom::sync::{Arc, Mutex};
 
-/// `Core::flags`: a validator is set.
-pub(crate) const HAS_VALIDATOR: u8 = 1;
-/// `Core::flags`: at least one watch is set.
-pub(crate) const HAS_WATCHES: u8 = 2;
+pub(crate) use crate::hooks::{HAS_VALIDATOR, HAS_WATCHES};
+use crate::hooks::{Hooks, Watch};
 
 /// Ids are for error reports only; they need no modelling under loom.
 static NEXT_ID: StdAtomicU64 = StdAtomicU64::new(1);
@@ -36,27 +34,6 @@ pub(crate) struct Core {
     pub(crate) waiters: Mutex<Vec<Arc<WaitNode>>>,
     pub(crate) flags: AtomicU8,
     pub(crate) id: u64,
-}
-
-// Hooks are not part of any modelled protocol: std's `Arc` (loom's cannot
-// hold a `dyn`).
-pub(crate) type Validator<T> = std::sync::Arc<dyn Fn(&T) -> bool + Send + Sync>;
-pub(crate) type Watch<T> = std::sync::Arc<dyn Fn(&T, &T) + Send + Sync>;
-
-/// Copy-on-write hooks: a commit clones the `Arc` and calls them with no
-/// lock held, so a hook may itself change the hooks.
-pub(crate) struct Hooks<T> {
-    pub(crate) validator: Option<Validator<T>>,
-    pub(crate) watches: Vec<(String, Watch<T>)>,
-}
-
-impl<T> Clone for Hooks<T> {
-    fn clone(&self) -> Self {
-        Self {
-            validator: self.validator.clone(),
-            watches: self.watches.clone(),
-        }
-    }
 }
 
 /// `core` must stay the first field: the read and write sets keep
@@ -229,14 +206,8 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
     /// assert_eq!(*log.lock().unwrap(), [(1, 2)]);
     /// ```
     pub fn add_watch(&self, key: impl Into<String>, f: impl Fn(&T, &T) + Send + Sync + 'static) {
-        let key = key.into();
-        let f: Watch<T> = std::sync::Arc::new(f);
-        self.edit_hooks(
-            move |h| match h.watches.iter_mut().find(|(k, _)| *k == key) {
-                Some(slot) => slot.1 = f,
-                None => h.watches.push((key, f)),
-            },
-        );
+        let (key, f): (String, Watch<T>) = (key.into(), std::sync::Arc::new(f));
+        self.edit_hooks(move |h| h.set_watch(key, f));
     }
 
     /// Removes the watch called `key`; `false` if there was none.
@@ -249,34 +220,13 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
     /// ```
     pub fn remove_watch(&self, key: &str) -> bool {
         let mut removed = false;
-        self.edit_hooks(|h| {
-            let before = h.watches.len();
-            h.watches.retain(|(k, _)| k != key);
-            removed = h.watches.len() != before;
-        });
+        self.edit_hooks(|h| removed = h.remove_watch(key));
         removed
     }
 
     fn edit_hooks(&self, edit: impl FnOnce(&mut Hooks<T>)) {
         let mut slot = self.inner.hooks.lock();
-        let mut hooks = match &*slot {
-            Some(h) => Hooks::clone(h),
-            None => Hooks {
-                validator: None,
-                watches: Vec::new(),
-            },
-        };
-        edit(&mut hooks);
-        let flags = if hooks.validator.is_some() {
-            HAS_VALIDATOR
-        } else {
-            0
-        } | if hooks.watches.is_empty() {
-            0
-        } else {
-            HAS_WATCHES
-        };
-        *slot = Some(std::sync::Arc::new(hooks));
+        let flags = Hooks::edit(&mut slot, edit);
         self.inner.core.flags.store(flags, Ordering::Release);
     }
 }
