@@ -811,6 +811,55 @@ async fn async_retry_under_tokio() {
     assert_eq!(consumer.await.unwrap(), (0..100).collect::<Vec<_>>());
 }
 
+/// The same hand-off on strata's own runtime: the consumer parks as a
+/// task (no thread blocked) and each commit of the producer wakes it.
+#[test]
+fn async_retry_on_strata_runtime() {
+    let rt = strata::runtime::Runtime::builder()
+        .threads(2)
+        .build()
+        .unwrap();
+    let slot = Arc::new(TVar::new(None::<u64>));
+    let consumer = rt.spawn({
+        let slot = slot.clone();
+        async move {
+            let mut got = Vec::new();
+            for _ in 0..100 {
+                let x = atomically_async(|tx| match tx.read(&*slot)? {
+                    Some(x) => {
+                        tx.write(&*slot, None)?;
+                        Ok(x)
+                    }
+                    None => retry(),
+                })
+                .await
+                .unwrap();
+                got.push(x);
+            }
+            got
+        }
+    });
+    let producer = rt.spawn({
+        let slot = slot.clone();
+        async move {
+            for i in 0..100u64 {
+                atomically_async(|tx| {
+                    if tx.read(&*slot)?.is_some() {
+                        return retry();
+                    }
+                    tx.write(&*slot, Some(i))
+                })
+                .await
+                .unwrap();
+            }
+        }
+    });
+    rt.block_on(async {
+        producer.await.unwrap();
+        assert_eq!(consumer.await.unwrap(), (0..100).collect::<Vec<_>>());
+    });
+}
+
 #[tokio::test]
 async fn async_timeout_and_cancel() {
     let never = TVar::new(0u32);
