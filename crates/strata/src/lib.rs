@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | L0 | [`diag`] | lock classes, order checking, wait-for watchdog, metrics |
 //! | L1 | [`sync`] | `Mutex`, `RwLock`, `UnfairLock`, `Condvar`, `Barrier`, `Semaphore`, `AsyncMutex`, `AsyncRwLock`, ordered locking |
-//! | L2 | [`lease`], [`atom`], [`stm`], [`snapshot`], [`cache`] | writer leases, `Atom`, software transactional memory, `SnapshotCell` / `Versioned` copy-on-write, `BoundedCache` with single-flight loading; channels *(coming)* |
+//! | L2 | [`lease`], [`atom`], [`stm`], [`snapshot`], [`cache`] | writer leases, `Atom` and `WordAtom`, software transactional memory, `SnapshotCell` / `Versioned` copy-on-write, `BoundedCache` with single-flight loading; channels *(coming)* |
 //! | L3 | [`runtime`] | the work-stealing pool, `join`, `spawn` / `block_on`, `BlockingIo` |
 //! | L4 | [`task`], [`par`] | structured scopes, cancellation, joins and futures; parallel iteration |
 //! | L5 | actors, pipelines | *(coming)* |
