@@ -9,7 +9,7 @@ mod support;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,16 +29,9 @@ fn poll<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     Pin::new(fut).poll(&mut Context::from_waker(Waker::noop()))
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let path = dir.join(format!("strata-lease-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    path
+/// A scratch file for one test, removed when it drops.
+fn scratch(name: &str) -> support::Scratch {
+    support::Scratch::new(&format!("lease-{name}"))
 }
 
 // ---------------------------------------------------------------- policies
@@ -437,7 +430,7 @@ fn file_backed_gates_admit_one_writer_across_gates() {
     let path = scratch("two-gates");
     let here = LeaseGate::with_file_lock(&path).unwrap();
     let there = LeaseGate::with_file_lock(&path).unwrap();
-    assert_eq!(here.file_path(), Some(path.as_path()));
+    assert_eq!(here.file_path(), Some(path.path()));
     let lease = here.acquire(WriterPolicy::Wait).unwrap();
     assert!(matches!(
         there.acquire(WriterPolicy::Fail),
@@ -496,7 +489,6 @@ fn file_backed_gates_admit_one_writer_across_gates() {
         here.acquire(WriterPolicy::Fail)
             .expect("file and gate both free"),
     );
-    let _ = std::fs::remove_file(&path);
 }
 
 #[test]
@@ -517,7 +509,6 @@ fn a_shared_file_lock_elsewhere_keeps_the_file_backed_writer_out() {
     ));
     drop(lease);
     drop(reader.try_lock(strata::io::LockMode::Shared).unwrap());
-    let _ = std::fs::remove_file(&path);
 }
 
 const ROLE: &str = "STRATA_LEASE_HELPER";
@@ -544,15 +535,17 @@ fn lease_helper_process() {
 #[test]
 fn a_file_backed_lease_excludes_writers_in_other_processes() {
     let path = scratch("process");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "lease_helper_process", "--nocapture"])
-        .env(ROLE, &path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = support::KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "lease_helper_process", "--nocapture"])
+            .env(ROLE, path.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(at) = line.find("@@ ") {
@@ -570,13 +563,12 @@ fn a_file_backed_lease_excludes_writers_in_other_processes() {
         Err(LeaseError::WriterBusy)
     ));
     // The helper dies holding the lease: its file lock goes with it.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     let lease = gate
         .acquire(WriterPolicy::Timeout(Duration::from_secs(30)))
         .expect("released by the helper's death");
     drop(lease);
-    let _ = std::fs::remove_file(&path);
 }
 
 // ---------------------------------------------------------------- order checking
