@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex as StdMutex, mpsc};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,41 @@ fn timeout_succeeds_when_the_lease_comes_in_time() {
     std::thread::sleep(Duration::from_millis(10));
     drop(lease);
     assert_eq!(waiter.join().unwrap().unwrap(), 2);
+}
+
+#[test]
+fn wait_is_fifo_for_blocked_threads() {
+    let gate = LeaseGate::new();
+    let first = gate.acquire(WriterPolicy::Wait).unwrap();
+    let order = Arc::new(StdMutex::new(Vec::new()));
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let (g, order) = (gate.clone(), order.clone());
+            let t = std::thread::spawn(move || {
+                let policy = if i % 2 == 0 {
+                    WriterPolicy::Wait
+                } else {
+                    WriterPolicy::Timeout(Duration::from_secs(3600))
+                };
+                let lease = g.acquire(policy).unwrap();
+                order.lock().unwrap().push(i);
+                drop(lease);
+            });
+            // Queued before the next one starts: the order is known.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while gate.waiting() < i + 1 {
+                assert!(Instant::now() < deadline, "thread {i} never queued");
+                std::thread::yield_now();
+            }
+            t
+        })
+        .collect();
+    drop(first);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), (0..6).collect::<Vec<_>>());
+    assert_eq!(gate.waiting(), 0);
 }
 
 #[test]
