@@ -258,14 +258,14 @@ fn a_job_abandoned_while_running_still_holds_the_barrier_until_it_ends() {
     is_started.recv().unwrap();
     drop(abandoned); // the caller gives up; the closure is already running
     let r = running.clone();
-    let writer = {
-        let io = io.clone();
-        std::thread::spawn(move || io.run_write(move || r.load(Ordering::SeqCst)))
-    };
-    std::thread::sleep(Duration::from_millis(20));
+    // Queued at the barrier before the run may finish: polled once, the
+    // write must wait (it would get in now if the abandoned run had given
+    // its permit back early).
+    let mut write = Box::pin(io.run_write_async(move || r.load(Ordering::SeqCst)));
+    assert!(poll(&mut write).is_pending());
     finish.send(()).unwrap();
     assert!(
-        !writer.join().unwrap().unwrap(),
+        !futures::executor::block_on(write).unwrap(),
         "the write overlapped the run"
     );
 }
@@ -304,4 +304,110 @@ fn many_cancellations_leave_the_barrier_whole() {
     let (done, is_done) = mpsc::channel();
     std::thread::spawn(move || done.send(io.run_write(|| 5).unwrap()));
     assert_eq!(is_done.recv_timeout(Duration::from_secs(30)), Ok(5));
+}
+
+/// Runs `f` on a fresh thread and fails the test (instead of hanging it)
+/// if it does not return within 30 s.
+fn within_30s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the executor hung")
+}
+
+#[test]
+fn a_thread_name_with_a_nul_byte_is_an_error_and_loses_no_permit() {
+    let io = BlockingIo::builder().name("bad\0name").build();
+    within_30s(move || {
+        let err = io.run(|| 1).unwrap_err();
+        assert!(matches!(err, BlockingIoError::Spawn(_)), "{err}");
+        // The failed run gave its permit back: a write (all permits) is
+        // not stuck behind it; it fails the same way.
+        assert!(matches!(io.run_write(|| 2), Err(BlockingIoError::Spawn(_))));
+        assert!(matches!(
+            futures::executor::block_on(io.run_async(|| 3)),
+            Err(BlockingIoError::Spawn(_))
+        ));
+    });
+}
+
+/// Panics when dropped (unless already panicking).
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("a Drop that panics");
+        }
+    }
+}
+
+#[test]
+fn a_panicking_drop_of_an_unwanted_result_does_not_kill_the_worker() {
+    let io = BlockingIo::new(1);
+    let (finish, may_finish) = mpsc::channel::<()>();
+    let (started, is_started) = mpsc::channel::<()>();
+    let mut abandoned = Box::pin(io.run_async(move || {
+        started.send(()).unwrap();
+        may_finish.recv().unwrap();
+        PanicsOnDrop
+    }));
+    assert!(poll(&mut abandoned).is_pending());
+    is_started.recv().unwrap();
+    drop(abandoned); // nobody wants the result: the worker drops it
+    finish.send(()).unwrap();
+    within_30s(move || {
+        assert_eq!(io.run(|| 7).unwrap(), 7);
+        assert_eq!(io.threads_started(), 1, "the one worker carried on");
+    });
+}
+
+#[test]
+fn a_panicking_drop_of_a_cancelled_job_does_not_kill_the_worker() {
+    let io = BlockingIo::new(1);
+    let (unblock, blocked) = mpsc::channel::<()>();
+    let (started, is_started) = mpsc::channel::<()>();
+    let mut busy = Box::pin(io.run_async(move || {
+        started.send(()).unwrap();
+        blocked.recv().unwrap();
+    }));
+    assert!(poll(&mut busy).is_pending());
+    is_started.recv().unwrap();
+    // Queued behind the busy job, then cancelled: the worker later finds it
+    // cancelled and drops its closure, which panics.
+    let guard = PanicsOnDrop;
+    let mut queued = Box::pin(io.run_async(move || drop(guard)));
+    assert!(poll(&mut queued).is_pending());
+    drop(queued);
+    unblock.send(()).unwrap();
+    futures::executor::block_on(busy).unwrap();
+    within_30s(move || {
+        assert_eq!(io.run(|| 8).unwrap(), 8);
+        assert_eq!(io.threads_started(), 1);
+    });
+}
+
+#[test]
+fn calling_the_executor_from_its_own_job_is_refused_not_hung() {
+    let io = BlockingIo::new(2);
+    let inner = io.clone();
+    within_30s(move || {
+        let (write, run, run_async) = io
+            .run(move || {
+                (
+                    inner.run_write(|| ()).unwrap_err(),
+                    inner.run(|| ()).unwrap_err(),
+                    futures::executor::block_on(inner.run_async(|| ())).unwrap_err(),
+                )
+            })
+            .unwrap();
+        for err in [write, run, run_async] {
+            assert!(matches!(err, BlockingIoError::Reentrant), "{err}");
+        }
+        // Another executor may be called from a job.
+        let other = BlockingIo::new(1);
+        assert_eq!(io.run(move || other.run_write(|| 5).unwrap()).unwrap(), 5);
+    });
 }

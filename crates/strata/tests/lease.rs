@@ -9,11 +9,11 @@ mod support;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex as StdMutex, mpsc};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -29,16 +29,9 @@ fn poll<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     Pin::new(fut).poll(&mut Context::from_waker(Waker::noop()))
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let path = dir.join(format!("strata-lease-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    path
+/// A scratch file for one test, removed when it drops.
+fn scratch(name: &str) -> support::Scratch {
+    support::Scratch::new(&format!("lease-{name}"))
 }
 
 // ---------------------------------------------------------------- policies
@@ -130,6 +123,41 @@ fn timeout_succeeds_when_the_lease_comes_in_time() {
     std::thread::sleep(Duration::from_millis(10));
     drop(lease);
     assert_eq!(waiter.join().unwrap().unwrap(), 2);
+}
+
+#[test]
+fn wait_is_fifo_for_blocked_threads() {
+    let gate = LeaseGate::new();
+    let first = gate.acquire(WriterPolicy::Wait).unwrap();
+    let order = Arc::new(StdMutex::new(Vec::new()));
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let (g, order) = (gate.clone(), order.clone());
+            let t = std::thread::spawn(move || {
+                let policy = if i % 2 == 0 {
+                    WriterPolicy::Wait
+                } else {
+                    WriterPolicy::Timeout(Duration::from_secs(3600))
+                };
+                let lease = g.acquire(policy).unwrap();
+                order.lock().unwrap().push(i);
+                drop(lease);
+            });
+            // Queued before the next one starts: the order is known.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while gate.waiting() < i + 1 {
+                assert!(Instant::now() < deadline, "thread {i} never queued");
+                std::thread::yield_now();
+            }
+            t
+        })
+        .collect();
+    drop(first);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), (0..6).collect::<Vec<_>>());
+    assert_eq!(gate.waiting(), 0);
 }
 
 #[test]
@@ -437,7 +465,7 @@ fn file_backed_gates_admit_one_writer_across_gates() {
     let path = scratch("two-gates");
     let here = LeaseGate::with_file_lock(&path).unwrap();
     let there = LeaseGate::with_file_lock(&path).unwrap();
-    assert_eq!(here.file_path(), Some(path.as_path()));
+    assert_eq!(here.file_path(), Some(path.path()));
     let lease = here.acquire(WriterPolicy::Wait).unwrap();
     assert!(matches!(
         there.acquire(WriterPolicy::Fail),
@@ -496,7 +524,6 @@ fn file_backed_gates_admit_one_writer_across_gates() {
         here.acquire(WriterPolicy::Fail)
             .expect("file and gate both free"),
     );
-    let _ = std::fs::remove_file(&path);
 }
 
 #[test]
@@ -517,7 +544,6 @@ fn a_shared_file_lock_elsewhere_keeps_the_file_backed_writer_out() {
     ));
     drop(lease);
     drop(reader.try_lock(strata::io::LockMode::Shared).unwrap());
-    let _ = std::fs::remove_file(&path);
 }
 
 const ROLE: &str = "STRATA_LEASE_HELPER";
@@ -544,15 +570,17 @@ fn lease_helper_process() {
 #[test]
 fn a_file_backed_lease_excludes_writers_in_other_processes() {
     let path = scratch("process");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "lease_helper_process", "--nocapture"])
-        .env(ROLE, &path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = support::KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "lease_helper_process", "--nocapture"])
+            .env(ROLE, path.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(at) = line.find("@@ ") {
@@ -570,13 +598,12 @@ fn a_file_backed_lease_excludes_writers_in_other_processes() {
         Err(LeaseError::WriterBusy)
     ));
     // The helper dies holding the lease: its file lock goes with it.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     let lease = gate
         .acquire(WriterPolicy::Timeout(Duration::from_secs(30)))
         .expect("released by the helper's death");
     drop(lease);
-    let _ = std::fs::remove_file(&path);
 }
 
 // ---------------------------------------------------------------- order checking

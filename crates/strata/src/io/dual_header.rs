@@ -45,6 +45,19 @@ impl HeaderLayout {
     /// ```
     pub const DEFAULT_MAGIC: u64 = u64::from_le_bytes(*b"STRATAHD");
 
+    /// The largest slot, 16 MiB: a header is read and written whole, twice
+    /// over, so a mistaken size must be an error, not an allocation that
+    /// takes the process down.
+    ///
+    /// ```
+    /// use strata::io::{DualHeader, HeaderError, HeaderLayout};
+    /// let path = std::env::temp_dir().join(format!("strata-doc-maxslot-{}", std::process::id()));
+    /// let huge = HeaderLayout::new().slot_size(HeaderLayout::MAX_SLOT_SIZE + 1);
+    /// assert!(matches!(DualHeader::open(&path, huge), Err(HeaderError::InvalidLayout(_))));
+    /// # let _ = std::fs::remove_file(&path);
+    /// ```
+    pub const MAX_SLOT_SIZE: usize = 16 << 20;
+
     /// Offset 0, 4096-byte slots, [`DEFAULT_MAGIC`](Self::DEFAULT_MAGIC),
     /// format version 1.
     ///
@@ -123,9 +136,9 @@ impl HeaderLayout {
                 "a slot must hold at least its 28 bytes of framing",
             ));
         }
-        if self.slot_size - FRAME > u32::MAX as usize {
+        if self.slot_size > Self::MAX_SLOT_SIZE {
             return Err(HeaderError::InvalidLayout(
-                "a slot's payload must fit a u32 length",
+                "a slot may be at most HeaderLayout::MAX_SLOT_SIZE bytes",
             ));
         }
         if self.magic == 0 {
@@ -520,8 +533,11 @@ impl DualHeader {
     ///
     /// [`HeaderError::PayloadTooLarge`] (nothing written) if `payload`
     /// exceeds [`HeaderLayout::capacity`]; [`HeaderError::NoValidSlot`]
-    /// (nothing written) if there is no valid header to follow but the slots
-    /// hold bytes — use [`reset`](Self::reset) to start over deliberately;
+    /// (nothing written) if both slots are torn — use
+    /// [`reset`](Self::reset) to start over deliberately (a first write that
+    /// was cut short, one slot torn and the other empty, is simply followed
+    /// by generation 1 in the empty slot);
+    /// [`HeaderError::GenerationExhausted`] after `u64::MAX` generations;
     /// [`HeaderError::Io`] if writing or syncing fails (the previous header
     /// is still the one `read` returns, unless the new one reached the disk).
     ///
@@ -553,12 +569,14 @@ impl DualHeader {
             (SlotState::Valid { generation }, _) => (SlotId::B, generation),
             (_, SlotState::Valid { generation }) => (SlotId::A, generation),
             (SlotState::Empty, SlotState::Empty) => (SlotId::A, 0),
+            // The first write was cut short: there never was a header to
+            // follow, so start in the empty slot and leave the torn one be.
+            (SlotState::Torn, SlotState::Empty) => (SlotId::B, 0),
+            (SlotState::Empty, SlotState::Torn) => (SlotId::A, 0),
             (a, b) => return Err(HeaderError::NoValidSlot { a, b }),
         };
         let Some(next) = generation.checked_add(1) else {
-            return Err(HeaderError::InvalidLayout(
-                "the generation counter is exhausted",
-            ));
+            return Err(HeaderError::GenerationExhausted);
         };
         self.write_slot(target, next, payload)?;
         self.file.sync_data()?;
@@ -694,7 +712,7 @@ fn encode_slot(layout: &HeaderLayout, generation: u64, payload: &[u8]) -> Vec<u8
     bytes.extend_from_slice(&layout.magic.to_le_bytes());
     bytes.extend_from_slice(&layout.format_version.to_le_bytes());
     bytes.extend_from_slice(&generation.to_le_bytes());
-    // `check_fits` and `validate` bound the length by u32::MAX.
+    // `check_fits` and `validate` bound the length by MAX_SLOT_SIZE < u32::MAX.
     bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     bytes.extend_from_slice(payload);
     let crc = crc32c::crc32c(&bytes);
@@ -799,7 +817,38 @@ mod tests {
     }
 
     #[test]
+    fn an_exhausted_generation_is_its_own_error_and_writes_nothing() {
+        let path = std::env::temp_dir().join(format!(
+            "strata-unit-genmax-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let l = layout();
+        std::fs::write(&path, encode_slot(&l, u64::MAX, b"last")).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let mut h = DualHeader::open(&path, l).unwrap();
+        assert!(matches!(
+            h.write(b"one more"),
+            Err(HeaderError::GenerationExhausted)
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
     fn layouts_are_validated() {
+        assert!(
+            HeaderLayout::new()
+                .slot_size(HeaderLayout::MAX_SLOT_SIZE + 1)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            HeaderLayout::new()
+                .slot_size(HeaderLayout::MAX_SLOT_SIZE)
+                .validate()
+                .is_ok()
+        );
         assert!(HeaderLayout::new().slot_size(27).validate().is_err());
         assert!(HeaderLayout::new().magic(0).validate().is_err());
         assert!(HeaderLayout::new().offset(u64::MAX).validate().is_err());

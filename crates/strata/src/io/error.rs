@@ -57,9 +57,11 @@ pub enum HeaderError {
     /// Neither slot was ever written (a new file).
     #[error("no header has been written yet")]
     Empty,
-    /// Neither slot holds a valid header, and at least one holds bytes: both
-    /// are torn or corrupt. Nothing is rewritten; the bytes stay for
-    /// inspection.
+    /// Neither slot holds a valid header, and at least one holds bytes:
+    /// a first write cut short (one slot torn, the other empty), or both
+    /// torn or corrupt. `read` reports it and rewrites nothing (the bytes
+    /// stay for inspection); `write` goes on into an empty slot, and
+    /// refuses when both are torn.
     #[error("neither header slot is valid (A: {a}, B: {b})")]
     NoValidSlot {
         /// What slot A holds.
@@ -75,8 +77,12 @@ pub enum HeaderError {
         /// The most a slot of this layout holds.
         capacity: usize,
     },
-    /// The layout is unusable (a slot too small for its own framing, or
-    /// slots past the largest file offset).
+    /// Every generation number has been used; nothing was written.
+    #[error("the header generation counter is exhausted")]
+    GenerationExhausted,
+    /// The layout is unusable (a slot too small for its own framing or
+    /// larger than [`HeaderLayout::MAX_SLOT_SIZE`](super::HeaderLayout::MAX_SLOT_SIZE),
+    /// or slots past the largest file offset).
     #[error("invalid header layout: {0}")]
     InvalidLayout(&'static str),
     /// Reading, writing or syncing the file failed.

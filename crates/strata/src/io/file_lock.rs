@@ -491,7 +491,9 @@ impl<'a> FileLockGuard<'a> {
     /// # Errors
     ///
     /// [`FileLockError::Io`] if the kernel refuses (not expected: the
-    /// conversion never has to wait).
+    /// conversion never has to wait). The guard's [`mode`](Self::mode)
+    /// tells what is held then: still exclusive if the conversion failed,
+    /// shared if only letting waiting readers in did.
     ///
     /// ```
     /// use strata::io::{FileLock, LockMode};
@@ -509,10 +511,14 @@ impl<'a> FileLockGuard<'a> {
         if self.mode == LockMode::Shared {
             return Ok(());
         }
-        self.lock.raw.downgrade()?;
-        self.mode = LockMode::Shared;
-        self.held.set_kind(AcquireKind::Shared);
-        Ok(())
+        let result = self.lock.raw.downgrade();
+        if matches!(result, Ok(()) | Err((true, _))) {
+            // Converted: the guard says shared even if letting readers in
+            // failed (the writer bytes then go at unlock).
+            self.mode = LockMode::Shared;
+            self.held.set_kind(AcquireKind::Shared);
+        }
+        result.map_err(|(_, e)| e)
     }
 
     /// Unlocks now, reporting a failure that dropping the guard would ignore.

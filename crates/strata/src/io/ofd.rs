@@ -101,7 +101,7 @@ enum Kind {
 
 /// One OFD lock operation on `[start, start + len)`. `Ok(false)` is a
 /// conflict (only without `block`); `EINTR` is retried.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn fcntl_lock(file: &File, kind: Kind, start: i64, len: i64, block: bool) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
 
@@ -140,7 +140,7 @@ fn fcntl_lock(file: &File, kind: Kind, start: i64, len: i64, block: bool) -> io:
 
 /// Whether another open file description holds a lock on byte `at` that
 /// conflicts with a write lock (`F_OFD_GETLK`: tests, takes nothing).
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 fn write_conflict(file: &File, at: i64) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
 
@@ -166,18 +166,20 @@ fn write_conflict(file: &File, at: i64) -> io::Result<bool> {
     Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 fn fcntl_lock(_: &File, _: Kind, _: i64, _: i64, _: bool) -> io::Result<bool> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
 fn write_conflict(_: &File, _: i64) -> io::Result<bool> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
-/// Whether this platform has OFD locks.
-pub(crate) const SUPPORTED: bool = cfg!(target_os = "linux");
+/// Whether this platform has OFD locks strata can use: Linux, with a
+/// 64-bit `off_t` (the protocol's lock bytes sit at 2^62, which a 32-bit
+/// `off_t` would truncate onto the file's data).
+pub(crate) const SUPPORTED: bool = cfg!(all(target_os = "linux", target_pointer_width = "64"));
 
 /// How far an exclusive acquisition has come: the bytes taken so far, so a
 /// polling waiter keeps them between attempts.
@@ -418,13 +420,17 @@ impl RawFileLock {
 
     /// From exclusive to shared without a moment unlocked: convert `SHARED`
     /// in place (never waits: we hold it exclusively), then let readers in.
-    pub(crate) fn downgrade(&self) -> Result<(), FileLockError> {
-        self.take(Kind::Read, SHARED, Wait::No)?;
-        self.unlock_writer_bytes()
+    ///
+    /// `Err((true, e))`: the conversion happened (the lock is shared) but
+    /// letting readers in failed; `Err((false, e))`: still exclusive.
+    pub(crate) fn downgrade(&self) -> Result<(), (bool, FileLockError)> {
+        self.take(Kind::Read, SHARED, Wait::No)
+            .map_err(|e| (false, e))?;
+        self.unlock_writer_bytes().map_err(|e| (true, e))
     }
 }
 
-#[cfg(all(test, not(loom), target_os = "linux"))]
+#[cfg(all(test, not(loom), all(target_os = "linux", target_pointer_width = "64")))]
 mod tests {
     use super::*;
 

@@ -25,10 +25,25 @@ static BASE: OnceLock<Base> = OnceLock::new();
 
 fn base() -> &'static Base {
     BASE.get_or_init(|| {
-        let coarse = coarse();
+        // The pair must be read together: a preemption between the two
+        // reads would skew every timestamp of the process. Retry until the
+        // coarse clock reads the same on both sides of the `Instant` (a few
+        // tries at most: it only moves once per tick).
+        let mut before = coarse();
+        for _ in 0..100 {
+            let instant = Instant::now();
+            let after = coarse();
+            if after == before {
+                return Base {
+                    instant,
+                    coarse: before,
+                };
+            }
+            before = after;
+        }
         Base {
             instant: Instant::now(),
-            coarse,
+            coarse: before,
         }
     })
 }

@@ -548,6 +548,21 @@ impl LeaseGate {
         })
     }
 
+    /// How many writers are waiting for the lease right now (threads and
+    /// futures, timed or not): the gate's queue depth.
+    ///
+    /// ```
+    /// use strata::lease::{LeaseGate, WriterPolicy};
+    /// let gate = LeaseGate::new();
+    /// assert_eq!(gate.waiting(), 0);
+    /// let _held = gate.acquire(WriterPolicy::Wait)?;
+    /// assert_eq!(gate.waiting(), 0); // the holder does not wait
+    /// # Ok::<(), strata::lease::LeaseError>(())
+    /// ```
+    pub fn waiting(&self) -> usize {
+        self.inner.sem.waiters()
+    }
+
     /// Whether `lease` is a lease of this gate.
     ///
     /// ```

@@ -57,9 +57,16 @@ pub enum BlockingIoError {
     /// and every other job carry on.
     #[error("the blocking job panicked: {}", panic_message(.0.as_ref()))]
     Panicked(Box<dyn Any + Send + 'static>),
-    /// No worker thread was running and none could be started.
+    /// No worker thread was running and none could be started (the
+    /// system refused a thread, or the builder's name holds a NUL byte).
     #[error("could not start a blocking-I/O thread: {0}")]
     Spawn(#[source] io::Error),
+    /// Called from inside a job of the same executor. A `run_write` there
+    /// would wait for the very job that waits for it, and a `run` can do
+    /// the same behind a queued write; the call is refused instead of
+    /// hanging, and nothing was run.
+    #[error("a blocking-I/O job called its own executor; that waits for itself")]
+    Reentrant,
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> &str {
@@ -95,10 +102,11 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
 /// waits for them). The handle is cheap to clone; clones share the threads
 /// and the barrier. It does not need strata's work-stealing runtime.
 ///
-/// **Deadlocks to avoid:** calling `run_write` from inside a job of the
-/// same executor waits for that job to finish, which it never does; a `run`
-/// from inside a job can do the same when a write is queued in between, or
-/// when every thread is busy with jobs that wait like this one.
+/// **Deadlocks it refuses:** calling `run_write` from inside a job of the
+/// same executor would wait for that job to finish, which it never does; a
+/// `run` from inside a job can do the same when a write is queued in
+/// between. Both return [`BlockingIoError::Reentrant`] instead. (Two
+/// executors whose jobs wait on each other can still deadlock.)
 ///
 /// ```
 /// use strata::runtime::BlockingIo;
@@ -336,6 +344,7 @@ impl BlockingIo {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.refuse_reentry()?;
         let (n, mode) = access.permits();
         // Unbounded and unchecked: the wait only ends granted.
         let _ = self.inner.barrier.acquire_blocking(n, mode, None);
@@ -355,6 +364,7 @@ impl BlockingIo {
     {
         let io = self.clone();
         async move {
+            io.refuse_reentry()?;
             let (n, mode) = access.permits();
             // Cancel-safe: dropped here, the request just leaves the queue.
             let _ = io.inner.barrier.acquire(n, mode).await;
@@ -369,8 +379,17 @@ impl BlockingIo {
         }
     }
 
+    /// `Reentrant` on one of this executor's own threads.
+    fn refuse_reentry(&self) -> Result<(), BlockingIoError> {
+        if self.inner.pool.is_current() {
+            Err(BlockingIoError::Reentrant)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Hands `f` to the pool; the permits for `access` are held. On
-    /// failure they are given back.
+    /// failure (an error, or a panic on the way) they are given back.
     fn submit<T, F>(
         &self,
         access: Access,
@@ -396,11 +415,30 @@ impl BlockingIo {
             barrier.release(n);
             state.finish(outcome);
         });
-        if let Err(err) = self.inner.pool.submit(task) {
-            self.inner.barrier.release(n);
-            return Err(BlockingIoError::Spawn(err));
-        }
+        // Gives the permits back unless the pool took the task, so no
+        // unwind between here and there can strand them.
+        let unsubmitted = PermitsBack {
+            barrier: &self.inner.barrier,
+            permits: n,
+        };
+        self.inner
+            .pool
+            .submit(task)
+            .map_err(BlockingIoError::Spawn)?;
+        std::mem::forget(unsubmitted);
         Ok(())
+    }
+}
+
+/// Releases permits on drop: held while a job is being handed over.
+struct PermitsBack<'a> {
+    barrier: &'a RawSemaphore,
+    permits: usize,
+}
+
+impl Drop for PermitsBack<'_> {
+    fn drop(&mut self) {
+        self.barrier.release(self.permits);
     }
 }
 
@@ -494,13 +532,17 @@ impl<T> JobState<T> {
     }
 
     fn finish(&self, outcome: Result<T, BlockingIoError>) {
+        let mut unwanted = None;
         let waiter = {
             let mut stage = self.stage.lock();
-            match std::mem::replace(&mut *stage, Stage::Done(outcome)) {
-                Stage::Running(waiter) => waiter,
-                // Nobody waits any more (the future was dropped): drop it.
+            match std::mem::replace(&mut *stage, Stage::Over) {
+                Stage::Running(waiter) => {
+                    *stage = Stage::Done(outcome);
+                    waiter
+                }
+                // Nobody waits any more (the future was dropped).
                 _ => {
-                    *stage = Stage::Over;
+                    unwanted = Some(outcome);
                     None
                 }
             }
@@ -508,6 +550,9 @@ impl<T> JobState<T> {
         if let Some(waiter) = waiter {
             waiter.notify();
         }
+        // Dropped with no lock held: its `Drop` may do anything, panic
+        // included (the worker survives that, see `Pool::work_loop`).
+        drop(unwanted);
     }
 
     /// The caller gives up; `true` if the job had not started (it never
@@ -591,6 +636,12 @@ impl<T> Drop for JobWait<T> {
 
 type Task = Box<dyn FnOnce() + Send + 'static>;
 
+std::thread_local! {
+    /// The address of the pool whose worker this thread is (0: none), so a
+    /// job calling back into its own executor is refused, not hung.
+    static CURRENT_POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// The bounded thread set. Plain std threads and parking_lot, not the loom
 /// shim: long-lived threads cannot live inside a loom model (the job
 /// handshake above is what the model checks).
@@ -640,9 +691,17 @@ impl Pool {
         }
         if state.threads < self.max_threads {
             let pool = Arc::clone(self);
-            let spawned = std::thread::Builder::new()
-                .name(format!("{}-{}", self.name, state.threads))
-                .spawn(move || pool.work_loop());
+            let spawned = if self.name.contains('\0') {
+                // std would panic on such a name; refuse it as a spawn error.
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the thread name contains a NUL byte",
+                ))
+            } else {
+                std::thread::Builder::new()
+                    .name(format!("{}-{}", self.name, state.threads))
+                    .spawn(move || pool.work_loop())
+            };
             match spawned {
                 Ok(handle) => {
                     state.threads += 1;
@@ -659,12 +718,22 @@ impl Pool {
         Ok(())
     }
 
+    /// Whether the calling thread is one of this pool's workers.
+    fn is_current(&self) -> bool {
+        CURRENT_POOL.with(|p| p.get() == std::ptr::from_ref(self).addr())
+    }
+
     fn work_loop(&self) {
+        CURRENT_POOL.with(|p| p.set(std::ptr::from_ref(self).addr()));
         let mut state = self.state.lock();
         loop {
             if let Some(task) = state.queue.pop_front() {
                 drop(state);
-                task();
+                // A job's own panic is caught inside `task`; what can still
+                // unwind here is a `Drop` (of a result nobody waits for, or
+                // of a cancelled job's closure). The worker must outlive it,
+                // or the pool would count a thread that no longer runs.
+                let _ = catch_unwind(AssertUnwindSafe(task));
                 state = self.state.lock();
                 continue;
             }

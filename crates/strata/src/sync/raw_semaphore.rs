@@ -218,7 +218,7 @@ impl Queue {
         &mut self.nodes[idx].slot
     }
 
-    #[cfg(all(test, not(loom)))]
+    /// Waiters linked into the queue (a walk: for introspection only).
     fn len(&self) -> usize {
         let mut n = 0;
         let mut at = self.head;
@@ -296,6 +296,11 @@ impl RawSemaphore {
         } else {
             state >> SHIFT
         }
+    }
+
+    /// Acquires queued right now (threads and futures).
+    pub(crate) fn waiters(&self) -> usize {
+        self.queue.lock().len()
     }
 
     /// Permits the semaphore manages, held or not.

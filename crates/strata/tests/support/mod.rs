@@ -28,3 +28,67 @@ pub fn take_violations(prefix: &str) -> Vec<Violation> {
     *seen = rest;
     mine
 }
+
+/// A scratch file path, unique to this process and call, removed when the
+/// guard drops (also when the test fails and unwinds). On tmpfs when the
+/// machine has one, for fast `fsync`s.
+///
+/// The name carries the process id and a random suffix, so two test runs
+/// (even in separate PID namespaces sharing `/dev/shm`) never share or
+/// delete each other's files.
+pub struct Scratch {
+    path: std::path::PathBuf,
+}
+
+impl Scratch {
+    /// A new scratch path named after `what`; the file does not exist yet.
+    pub fn new(what: &str) -> Self {
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let path = dir.join(format!(
+            "strata-test-{what}-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        Self { path }
+    }
+
+    /// The path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A child process that is killed and reaped when the guard drops, so a
+/// failing test never leaves a helper process behind (holding a lock).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
