@@ -485,6 +485,39 @@ fn two_file_locks_of_one_process_exclude_each_other_across_threads() {
     assert_eq!(total.into_inner(), 4 * 67);
 }
 
+/// A blocking upgrade that has to wait goes through the diag wait hook like
+/// `lock` does: it counts as contention of the lock's class (and so is seen
+/// by the watchdog while it waits).
+#[test]
+fn a_waiting_upgrade_counts_as_contention_of_its_class() {
+    const CLASS: &str = "io.upgrade-wait";
+    let path = scratch("upgrade-wait");
+    let mut other = FileLock::named(CLASS, &path).unwrap();
+    let other_reader = other.lock(LockMode::Shared).unwrap();
+    std::thread::scope(|s| {
+        let upgrader = s.spawn(|| {
+            let mut lock = FileLock::named(CLASS, &path).unwrap();
+            let mut guard = lock.lock(LockMode::Shared).unwrap();
+            guard.upgrade().unwrap();
+            assert_eq!(guard.mode(), LockMode::Exclusive);
+        });
+        // Readers are kept out only once the upgrade really waits.
+        wait_until_readers_are_kept_out(&path);
+        drop(other_reader);
+        upgrader.join().unwrap();
+    });
+    if !strata::diag::checking_enabled() {
+        return;
+    }
+    let metrics = strata::diag::metrics();
+    let class = metrics
+        .iter()
+        .find(|m| m.class.name() == Some(CLASS))
+        .expect("the class is listed");
+    assert!(class.contended >= 1, "{class:?}");
+    assert_eq!(class.holders, 0, "{class:?}");
+}
+
 #[test]
 fn timed_locks_time_out_no_earlier_than_asked_and_leave_nothing_held() {
     let path = scratch("timed");

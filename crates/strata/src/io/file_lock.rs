@@ -478,7 +478,19 @@ impl<'a> FileLockGuard<'a> {
         if self.mode == LockMode::Exclusive {
             return Ok(());
         }
-        self.lock.raw.upgrade(wait)?;
+        let raw = &self.lock.raw;
+        match wait {
+            Wait::No => raw.upgrade(Wait::No)?,
+            // A waiting upgrade goes through the diag wait hook like `lock`,
+            // so the watchdog sees a process stuck converting its read lock.
+            _ => self.held.wait(
+                || match raw.upgrade(Wait::No) {
+                    Err(FileLockError::WouldBlock) => None,
+                    other => Some(other),
+                },
+                || raw.upgrade(wait),
+            )?,
+        }
         self.mode = LockMode::Exclusive;
         self.held.set_kind(AcquireKind::Exclusive);
         Ok(())
