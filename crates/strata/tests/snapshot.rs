@@ -28,6 +28,40 @@ use strata::sync::Mutex;
 /// A bound for "this must finish" waits: only a hang reaches it.
 const HANG: Duration = Duration::from_secs(60);
 
+/// A writer parked inside `store.update` on a thread of scope `s` while the
+/// test looks at the store; its update applies `apply` once released.
+/// Dropping the handle releases it too, so a failed assertion frees the
+/// writer instead of hanging the scope.
+struct ParkedWriter {
+    release: mpsc::Sender<()>,
+}
+
+impl ParkedWriter {
+    fn park<'scope, T: Clone + Send + Sync>(
+        s: &'scope thread::Scope<'scope, '_>,
+        store: &'scope Versioned<T>,
+        apply: impl FnOnce(&mut T) + Send + 'scope,
+    ) -> Self {
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release, parked) = mpsc::channel::<()>();
+        s.spawn(move || {
+            store
+                .update(|value| {
+                    entered_tx.send(()).unwrap();
+                    let _ = parked.recv(); // released, or the handle dropped
+                    apply(value);
+                })
+                .unwrap();
+        });
+        entered_rx.recv_timeout(HANG).unwrap();
+        Self { release }
+    }
+
+    fn release(self) {
+        let _ = self.release.send(());
+    }
+}
+
 // ---------------------------------------------------------------- SnapshotCell
 
 #[test]
@@ -293,23 +327,8 @@ fn writes_to_another_store_inside_a_write_are_fine() {
 #[test]
 fn write_timeout_gives_up_no_earlier_than_the_timeout_and_try_write_is_busy() {
     let store = Versioned::new(0u32);
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
     thread::scope(|s| {
-        // Owned here: a failed assertion drops it and frees the parked
-        // writer instead of hanging the scope.
-        let release_tx = release_tx;
-        let store = &store;
-        s.spawn(move || {
-            store
-                .update(|n| {
-                    entered_tx.send(()).unwrap();
-                    release_rx.recv().unwrap();
-                    *n = 1;
-                })
-                .unwrap();
-        });
-        entered_rx.recv_timeout(HANG).unwrap();
+        let writer = ParkedWriter::park(s, &store, |n| *n = 1);
         let timeout = Duration::from_millis(50);
         let ran = AtomicBool::new(false);
         let start = Instant::now();
@@ -327,7 +346,7 @@ fn write_timeout_gives_up_no_earlier_than_the_timeout_and_try_write_is_busy() {
             Err(SnapshotError::Busy)
         );
         assert!(!ran.load(Ordering::SeqCst), "a refused write must not run");
-        release_tx.send(()).unwrap();
+        writer.release();
     });
     let m = store.metrics();
     assert_eq!((m.timeouts, m.busy, m.commits, m.waiting), (1, 1, 1, 0));
@@ -575,24 +594,10 @@ fn writers_are_served_first_in_first_out() {
     }));
     // The first writer gets the slot at once.
     assert!(poll_once(&mut blocker).is_ready());
-    // Hold the slot with a writer parked on another thread.
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
     thread::scope(|s| {
-        // Owned here: a failed assertion drops it and frees the parked
-        // writer instead of hanging the scope.
-        let release_tx = release_tx;
+        // Hold the slot with a writer parked on another thread.
+        let writer = ParkedWriter::park(s, &store, |v| v.push(1));
         let store = &store;
-        s.spawn(move || {
-            store
-                .update(|v| {
-                    entered_tx.send(()).unwrap();
-                    release_rx.recv().unwrap();
-                    v.push(1);
-                })
-                .unwrap();
-        });
-        entered_rx.recv_timeout(HANG).unwrap();
         // Queue writers 2, 3, 4 in that order: each enqueues on its first poll.
         let mut queued: Vec<_> = (2..=4u32)
             .map(|id| {
@@ -608,7 +613,7 @@ fn writers_are_served_first_in_first_out() {
             assert!(poll_once(w).is_pending());
         }
         assert_eq!(store.metrics().waiting, 3);
-        release_tx.send(()).unwrap();
+        writer.release();
         // Poll the latest first: only the head of the queue may proceed.
         let mut done = [false; 3];
         let deadline = Instant::now() + HANG;
@@ -630,24 +635,9 @@ fn writers_are_served_first_in_first_out() {
 #[test]
 fn dropping_a_waiting_async_writer_leaks_nothing_and_runs_nothing() {
     let store = Versioned::new(0u32);
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
     let ran = AtomicUsize::new(0);
     thread::scope(|s| {
-        // Owned here: a failed assertion drops it and frees the parked
-        // writer instead of hanging the scope.
-        let release_tx = release_tx;
-        let store = &store;
-        s.spawn(move || {
-            store
-                .update(|n| {
-                    entered_tx.send(()).unwrap();
-                    release_rx.recv().unwrap();
-                    *n += 1;
-                })
-                .unwrap();
-        });
-        entered_rx.recv_timeout(HANG).unwrap();
+        let writer = ParkedWriter::park(s, &store, |n| *n += 1);
         for _ in 0..100 {
             let mut w = Box::pin(store.write_async(|n| {
                 ran.fetch_add(1, Ordering::SeqCst);
@@ -657,7 +647,7 @@ fn dropping_a_waiting_async_writer_leaks_nothing_and_runs_nothing() {
             assert!(poll_once(&mut w).is_pending());
             drop(w); // cancelled while queued
         }
-        release_tx.send(()).unwrap();
+        writer.release();
     });
     assert_eq!(ran.load(Ordering::SeqCst), 0);
     assert_eq!(
@@ -674,25 +664,13 @@ fn an_async_writer_resumed_on_another_thread_does_not_make_its_first_thread_reen
     // while it does, this thread is a plain outside writer (Busy), not a
     // re-entrant one.
     let store = Versioned::new(0u32);
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
     let (inside_tx, inside_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     thread::scope(|s| {
-        let holder = &store;
-        s.spawn(move || {
-            holder
-                .update(|n| {
-                    entered_tx.send(()).unwrap();
-                    release_rx.recv().unwrap();
-                    *n += 1;
-                })
-                .unwrap();
-        });
+        let writer = ParkedWriter::park(s, &store, |n| *n += 1);
         // Owned by this closure, so a failed assertion below drops it and
         // frees the writer instead of hanging the scope.
         let go_tx = go_tx;
-        entered_rx.recv_timeout(HANG).unwrap();
         let mut w = Box::pin(store.write_async(move |n| {
             inside_tx.send(()).unwrap();
             go_rx.recv().unwrap();
@@ -710,7 +688,7 @@ fn an_async_writer_resumed_on_another_thread_does_not_make_its_first_thread_reen
                 thread::yield_now();
             }
         });
-        release_tx.send(()).unwrap();
+        writer.release();
         inside_rx.recv_timeout(HANG).unwrap();
         assert_eq!(
             store.try_write(|_| Ok::<_, ()>(())),
