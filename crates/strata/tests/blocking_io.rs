@@ -14,6 +14,25 @@ fn poll<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     Pin::new(fut).poll(&mut Context::from_waker(Waker::noop()))
 }
 
+/// Starts a run that keeps `io`'s one thread busy until the returned sender
+/// sends (or drops); returns once the run has started.
+fn occupy_the_only_thread(
+    io: &BlockingIo,
+) -> (
+    impl Future<Output = Result<(), BlockingIoError>> + Unpin,
+    mpsc::Sender<()>,
+) {
+    let (unblock, blocked) = mpsc::channel::<()>();
+    let (started, is_started) = mpsc::channel::<()>();
+    let mut busy = Box::pin(io.run_async(move || {
+        started.send(()).unwrap();
+        let _ = blocked.recv();
+    }));
+    assert!(poll(&mut busy).is_pending());
+    is_started.recv().unwrap();
+    (busy, unblock)
+}
+
 /// Counts runs and writes in flight and checks the barrier rule on entry.
 #[derive(Default)]
 struct Flight {
@@ -207,15 +226,7 @@ fn a_panic_comes_back_to_its_caller_only() {
 #[test]
 fn a_job_cancelled_before_it_starts_never_runs() {
     let io = BlockingIo::new(1);
-    let (unblock, blocked) = mpsc::channel::<()>();
-    let (started, is_started) = mpsc::channel::<()>();
-    // Occupy the only thread.
-    let mut busy = Box::pin(io.run_async(move || {
-        started.send(()).unwrap();
-        blocked.recv().unwrap();
-    }));
-    assert!(poll(&mut busy).is_pending());
-    is_started.recv().unwrap();
+    let (busy, unblock) = occupy_the_only_thread(&io);
 
     // Cancelled while queued for a thread.
     let ran = Arc::new(AtomicBool::new(false));
@@ -367,14 +378,7 @@ fn a_panicking_drop_of_an_unwanted_result_does_not_kill_the_worker() {
 #[test]
 fn a_panicking_drop_of_a_cancelled_job_does_not_kill_the_worker() {
     let io = BlockingIo::new(1);
-    let (unblock, blocked) = mpsc::channel::<()>();
-    let (started, is_started) = mpsc::channel::<()>();
-    let mut busy = Box::pin(io.run_async(move || {
-        started.send(()).unwrap();
-        blocked.recv().unwrap();
-    }));
-    assert!(poll(&mut busy).is_pending());
-    is_started.recv().unwrap();
+    let (busy, unblock) = occupy_the_only_thread(&io);
     // Queued behind the busy job, then cancelled: the worker later finds it
     // cancelled and drops its closure, which panics.
     let guard = PanicsOnDrop;
