@@ -36,11 +36,8 @@ fn scratch(name: &str) -> support::Scratch {
 
 // ---------------------------------------------------------------- policies
 
-#[test]
-fn fail_returns_writer_busy_at_once() {
-    let gate = LeaseGate::new();
-    let lease = gate.acquire(WriterPolicy::Fail).unwrap();
-    // On this very thread: if `Fail` waited, this would never return.
+/// `Fail` on `gate`, blocking and async, is `WriterBusy` at once.
+fn assert_fail_is_busy(gate: &LeaseGate) {
     assert!(matches!(
         gate.acquire(WriterPolicy::Fail),
         Err(LeaseError::WriterBusy)
@@ -50,6 +47,14 @@ fn fail_returns_writer_busy_at_once() {
         poll(&mut fut),
         Poll::Ready(Err(LeaseError::WriterBusy))
     ));
+}
+
+#[test]
+fn fail_returns_writer_busy_at_once() {
+    let gate = LeaseGate::new();
+    let lease = gate.acquire(WriterPolicy::Fail).unwrap();
+    // On this very thread: if `Fail` waited, this would never return.
+    assert_fail_is_busy(&gate);
     drop(lease);
     assert!(gate.acquire(WriterPolicy::Fail).is_ok());
 }
@@ -467,15 +472,7 @@ fn file_backed_gates_admit_one_writer_across_gates() {
     let there = LeaseGate::with_file_lock(&path).unwrap();
     assert_eq!(here.file_path(), Some(path.path()));
     let lease = here.acquire(WriterPolicy::Wait).unwrap();
-    assert!(matches!(
-        there.acquire(WriterPolicy::Fail),
-        Err(LeaseError::WriterBusy)
-    ));
-    let mut fut = Box::pin(there.acquire_async(WriterPolicy::Fail));
-    assert!(matches!(
-        poll(&mut fut),
-        Poll::Ready(Err(LeaseError::WriterBusy))
-    ));
+    assert_fail_is_busy(&there);
     let d = Duration::from_millis(30);
     let start = Instant::now();
     assert!(matches!(
