@@ -94,53 +94,38 @@ impl Bank for StrataBank {
     }
 }
 
-struct FastStmBank(Vec<fast_stm::TVar<u64>>);
+/// A bank on one of the `stm` crates (fast-stm is a fork of stm with the
+/// same API).
+macro_rules! stm_crate_bank {
+    ($bank:ident, $krate:ident) => {
+        struct $bank(Vec<$krate::TVar<u64>>);
 
-impl Bank for FastStmBank {
-    #[inline]
-    fn transfer(&self, a: usize, b: usize, units: u32) {
-        let (from, to) = (&self.0[a], &self.0[b]);
-        fast_stm::atomically(|tx| {
-            let x = from.read(tx)?;
-            let y = to.read(tx)?;
-            if units > 0 {
-                black_box(work(units, x ^ y));
+        impl Bank for $bank {
+            #[inline]
+            fn transfer(&self, a: usize, b: usize, units: u32) {
+                let (from, to) = (&self.0[a], &self.0[b]);
+                $krate::atomically(|tx| {
+                    let x = from.read(tx)?;
+                    let y = to.read(tx)?;
+                    if units > 0 {
+                        black_box(work(units, x ^ y));
+                    }
+                    from.write(tx, x - 1)?;
+                    to.write(tx, y + 1)
+                });
             }
-            from.write(tx, x - 1)?;
-            to.write(tx, y + 1)
-        });
-    }
-    fn total(&self) -> u64 {
-        self.0.iter().map(|v| v.read_atomic()).sum()
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
+            fn total(&self) -> u64 {
+                self.0.iter().map(|v| v.read_atomic()).sum()
+            }
+            fn len(&self) -> usize {
+                self.0.len()
+            }
+        }
+    };
 }
 
-struct StmBank(Vec<stm::TVar<u64>>);
-
-impl Bank for StmBank {
-    #[inline]
-    fn transfer(&self, a: usize, b: usize, units: u32) {
-        let (from, to) = (&self.0[a], &self.0[b]);
-        stm::atomically(|tx| {
-            let x = from.read(tx)?;
-            let y = to.read(tx)?;
-            if units > 0 {
-                black_box(work(units, x ^ y));
-            }
-            from.write(tx, x - 1)?;
-            to.write(tx, y + 1)
-        });
-    }
-    fn total(&self) -> u64 {
-        self.0.iter().map(|v| v.read_atomic()).sum()
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-}
+stm_crate_bank!(FastStmBank, fast_stm);
+stm_crate_bank!(StmBank, stm);
 
 struct StdMutexBank(std::sync::Mutex<Vec<u64>>, usize);
 
