@@ -102,6 +102,11 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
 /// waits for them). The handle is cheap to clone; clones share the threads
 /// and the barrier. It does not need strata's work-stealing runtime.
 ///
+/// An async call holds a handle until it finishes or is dropped. If that is
+/// the last handle while the job of an abandoned call still runs, that drop
+/// waits for the job on the executor thread: keep a handle alive outside the
+/// async code (say, in the struct that owns the files) when jobs can be long.
+///
 /// **Deadlocks it refuses:** calling `run_write` from inside a job of the
 /// same executor would wait for that job to finish, which it never does; a
 /// `run` from inside a job can do the same when a write is queued in
