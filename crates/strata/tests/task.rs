@@ -1,9 +1,9 @@
 //! L4 — scopes, cancellation, futures, joins, async scopes.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use strata::runtime::{Runtime, block_on};
 use strata::task::{self, CancelToken, Cancelled, TaskError, scope, scope_async};
@@ -455,4 +455,94 @@ fn children_spawn_grandchildren_into_the_same_scope() {
     .unwrap();
     // The scope waited for the grandchildren too.
     assert_eq!(count.load(Ordering::SeqCst), 16);
+}
+
+/// Waits (bounded) until `done()`; false on timeout.
+fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+#[test]
+fn a_scope_whose_queued_children_a_self_dropping_runtime_drains_still_returns() {
+    // A runtime dropped from inside one of its tasks cannot join its
+    // workers; it drains every queue, including the deque of a worker that
+    // is inside a scope. The drained children must still count down.
+    for with_futures in [false, true] {
+        let holder = Arc::new(Mutex::new(Some(rt(2))));
+        let ready = Arc::new(AtomicBool::new(false));
+        let go = Arc::new(AtomicBool::new(false));
+        let dropper_started = Arc::new(AtomicBool::new(false));
+        let dropper = {
+            let (h, ready, go, started) = (
+                holder.clone(),
+                ready.clone(),
+                go.clone(),
+                dropper_started.clone(),
+            );
+            holder.lock().unwrap().as_ref().unwrap().spawn(async move {
+                started.store(true, Ordering::SeqCst);
+                while !ready.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+                let rt = h.lock().unwrap().take().unwrap();
+                drop(rt);
+                go.store(true, Ordering::SeqCst);
+            })
+        };
+        assert!(eventually(|| dropper_started.load(Ordering::SeqCst)));
+        let scoped = {
+            let (ready, go) = (ready.clone(), go.clone());
+            holder.lock().unwrap().as_ref().unwrap().spawn(async move {
+                scope(|s| {
+                    let (ready, go) = (&ready, &go);
+                    // The first child to run holds its worker until the
+                    // runtime is gone; the others are still queued then.
+                    let child = move || {
+                        ready.store(true, Ordering::SeqCst);
+                        while !go.load(Ordering::SeqCst) {
+                            std::hint::spin_loop();
+                        }
+                    };
+                    if with_futures {
+                        let fs: Vec<_> = (0..50)
+                            .map(|_| {
+                                s.future(move |_| {
+                                    child();
+                                    1u32
+                                })
+                            })
+                            .collect();
+                        fs.into_iter().map(task::Future::force).sum::<u32>()
+                    } else {
+                        for _ in 0..50 {
+                            s.spawn(move |_| {
+                                child();
+                                Ok(())
+                            });
+                        }
+                        50
+                    }
+                })
+            })
+        };
+        assert!(
+            eventually(|| scoped.is_finished() && dropper.is_finished()),
+            "futures={with_futures}: scope finished={} dropper finished={}",
+            scoped.is_finished(),
+            dropper.is_finished()
+        );
+        // Children that never ran: the scope reports a cancellation.
+        assert!(
+            matches!(scoped.join(), Ok(Err(TaskError::Cancelled))),
+            "futures={with_futures}"
+        );
+        assert_eq!(dropper.join(), Ok(()));
+    }
 }
