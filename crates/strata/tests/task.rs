@@ -546,3 +546,32 @@ fn a_scope_whose_queued_children_a_self_dropping_runtime_drains_still_returns() 
         assert_eq!(dropper.join(), Ok(()));
     }
 }
+
+#[test]
+fn forcing_a_future_on_a_worker_of_another_runtime() {
+    // The scope's pool and the forcing worker's pool differ, one way and
+    // the other way round in size (a worker index of the bigger pool is
+    // out of range in the smaller one).
+    for (na, nb) in [(2, 1), (1, 3)] {
+        let a = Runtime::builder().threads(na).name("a").build().unwrap();
+        let b = Runtime::builder().threads(nb).name("b").build().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let v = a.install(|| {
+                scope(|s| {
+                    let f = s.future(|_| {
+                        std::thread::sleep(Duration::from_millis(20));
+                        7
+                    });
+                    b.install(|| f.force())
+                })
+            });
+            let _ = tx.send(v.map_err(|e| e.to_string()));
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Ok(Ok(7)),
+            "a: {na} workers, b: {nb}"
+        );
+    }
+}

@@ -49,6 +49,14 @@ impl WorkerLatch {
         }
     }
 
+    /// Whether this latch wakes its waiter through `sleep`, i.e. whether a
+    /// worker of the pool that owns `sleep` may wait on it: a waiter
+    /// registers its worker index, which only means something in that pool.
+    #[inline]
+    pub(crate) fn wakes_in(&self, sleep: &Sleep) -> bool {
+        std::ptr::eq(self.sleep, sleep)
+    }
+
     /// Whether the latch is set (and the job's effects are visible).
     #[inline]
     pub(crate) fn probe(&self) -> bool {
@@ -88,6 +96,41 @@ impl Latch for WorkerLatch {
         if waiter != NO_WAITER {
             sleep.notify_worker(waiter - 1);
         }
+    }
+}
+
+/// A [`WorkerLatch`] waited on by a worker of one pool and set by a worker
+/// of another (`install` from a foreign worker). The setter holds no
+/// reference to the waiter's pool, so the latch keeps that pool's registry
+/// (and so its `Sleep`) alive until the wake-up has been delivered.
+pub(crate) struct CrossLatch {
+    latch: WorkerLatch,
+    registry: std::sync::Arc<super::Registry>,
+}
+
+impl CrossLatch {
+    /// A latch that wakes a worker of `registry`'s pool.
+    pub(crate) fn new(registry: &std::sync::Arc<super::Registry>) -> Self {
+        Self {
+            latch: WorkerLatch::new(&registry.sleep),
+            registry: registry.clone(),
+        }
+    }
+
+    /// The latch the waiting worker waits on.
+    pub(crate) fn worker_latch(&self) -> &WorkerLatch {
+        &self.latch
+    }
+}
+
+impl Latch for CrossLatch {
+    unsafe fn set(this: *const Self) {
+        // SAFETY: valid on entry; the clone keeps the waiter's pool alive
+        // after the publish, which may let the waiter free `*this`.
+        let registry = unsafe { (*this).registry.clone() };
+        // SAFETY: forwarded; the inner set's RMW is the last access.
+        unsafe { WorkerLatch::set(&(*this).latch) };
+        drop(registry);
     }
 }
 

@@ -312,9 +312,10 @@ impl Runtime {
     }
 
     /// Runs `f` on a worker of this runtime and returns its result; the
-    /// calling thread blocks meanwhile. Inside `f`, `join`, scopes and
-    /// `par` use this runtime. Called from one of its own workers, `f`
-    /// simply runs.
+    /// calling thread blocks meanwhile (a worker of another runtime keeps
+    /// running its own pool's jobs while it waits, so work queued on it is
+    /// not stranded). Inside `f`, `join`, scopes and `par` use this
+    /// runtime. Called from one of its own workers, `f` simply runs.
     ///
     /// ```
     /// let rt = strata::runtime::Runtime::builder().threads(2).build().unwrap();

@@ -37,7 +37,7 @@ use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::CachePadded;
 
 use super::job::{Action, JobRef, StackJob};
-use super::latch::{LockLatch, WorkerLatch};
+use super::latch::{CrossLatch, LockLatch, WorkerLatch};
 use super::slab::SlabCursor;
 use super::sleep::Sleep;
 use super::spawn::LiveTasks;
@@ -231,18 +231,36 @@ impl Registry {
     }
 
     /// Runs `f` inside this pool: directly when already on one of its
-    /// workers, else by injecting it and blocking.
+    /// workers, else by injecting it and waiting — a worker of another pool
+    /// runs its own pool's jobs meanwhile, any other thread blocks.
     pub(crate) fn in_worker<F, R>(self: &Arc<Self>, f: F) -> R
     where
         F: FnOnce() -> R + Send,
         R: Send,
     {
-        let w = WorkerThread::current();
         // SAFETY: a non-null current worker is live for this whole call.
-        if !w.is_null() && ptr::eq(unsafe { &*(*w).registry }, &**self) {
-            return f();
+        match unsafe { WorkerThread::current().as_ref() } {
+            Some(w) if ptr::eq(&*w.registry, &**self) => f(),
+            Some(w) => self.in_worker_cross(w, f),
+            None => self.in_worker_cold(f),
         }
-        self.in_worker_cold(f)
+    }
+
+    /// `in_worker` from worker `w` of another pool. Blocking `w` would
+    /// strand the jobs queued on it, which `f` may need (a scope child whose
+    /// future `f` forces): `w` keeps working for its own pool while it waits.
+    #[cold]
+    fn in_worker_cross<F, R>(self: &Arc<Self>, w: &WorkerThread, f: F) -> R
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let job = StackJob::new(f, CrossLatch::new(w.registry()));
+        // SAFETY: `job` lives on this frame until its latch is set below.
+        self.inject(unsafe { job.as_job_ref() });
+        w.wait_until(job.latch().worker_latch());
+        // SAFETY: the latch is set.
+        unsafe { job.take_result() }
     }
 }
 

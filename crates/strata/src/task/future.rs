@@ -129,8 +129,15 @@ impl<'scope, T> Future<'scope, T> {
         if !self.slot.latch.probe() {
             // SAFETY: a non-null current worker is live for this call.
             match unsafe { WorkerThread::current().as_ref() } {
-                Some(w) => w.wait_until(&self.slot.latch),
-                None => return crate::runtime::block_on(self),
+                // The latch wakes its waiter by worker index in the scope's
+                // pool: only a worker of that pool may register with it.
+                Some(w) if self.slot.latch.wakes_in(&w.registry().sleep) => {
+                    w.wait_until(&self.slot.latch)
+                }
+                // Outside any pool, or on a worker of another runtime: wait
+                // through the waker (a foreign worker keeps running its own
+                // pool's jobs meanwhile).
+                _ => return crate::runtime::block_on(self),
             }
         }
         self.slot.take()
