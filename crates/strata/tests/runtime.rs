@@ -187,6 +187,13 @@ fn builder_options() {
         Runtime::builder().threads(0).build(),
         Err(BuildError::ZeroThreads)
     ));
+    // A NUL byte in the name is a typed error, not a panic in std's spawn.
+    let r = panic::catch_unwind(|| Runtime::builder().threads(2).name("a\0b").build());
+    match r {
+        Ok(Err(BuildError::InvalidName(name))) => assert_eq!(name, "a\0b"),
+        Ok(other) => panic!("expected InvalidName, got {other:?}"),
+        Err(_) => panic!("build panicked on a NUL byte in the name"),
+    }
     let rt = Runtime::builder()
         .threads(3)
         .name("custom")

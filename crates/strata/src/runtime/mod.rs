@@ -78,6 +78,17 @@ pub enum BuildError {
     /// A pool needs at least one worker.
     #[error("a runtime needs at least one worker thread")]
     ZeroThreads,
+    /// The thread name given to [`Builder::name`] contains a NUL byte,
+    /// which OS thread names cannot hold. The name is given back.
+    ///
+    /// ```
+    /// use strata::runtime::{BuildError, Runtime};
+    ///
+    /// let err = Runtime::builder().name("a\0b").build().unwrap_err();
+    /// assert!(matches!(err, BuildError::InvalidName(ref n) if n == "a\0b"));
+    /// ```
+    #[error("thread name {0:?} contains a NUL byte")]
+    InvalidName(String),
     /// The OS refused to start a worker thread.
     #[error("could not spawn a worker thread: {0}")]
     Spawn(#[source] std::io::Error),
@@ -132,7 +143,9 @@ impl Builder {
         self
     }
 
-    /// Thread name prefix; workers are named `NAME-0`, `NAME-1`, …
+    /// Thread name prefix; workers are named `NAME-0`, `NAME-1`, … A name
+    /// with a NUL byte makes [`build`](Builder::build) fail with
+    /// [`BuildError::InvalidName`].
     ///
     /// ```
     /// let rt = strata::runtime::Runtime::builder().threads(1).name("io").build().unwrap();
@@ -180,6 +193,10 @@ impl Builder {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        // std panics on such a name when the thread is spawned.
+        if self.name.contains('\0') {
+            return Err(BuildError::InvalidName(self.name));
+        }
         let (registry, deques) = Registry::new(n);
         let cpus = if self.pin_threads {
             pin::allowed_cpus()
