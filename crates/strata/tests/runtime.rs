@@ -724,3 +724,30 @@ fn dropping_a_runtime_whose_task_blocks_on_a_pending_task_does_not_hang() {
     // The inner task was cancelled, which let the outer one finish.
     assert!(matches!(outer.join(), Ok(Err(Cancelled)) | Err(Cancelled)));
 }
+
+#[test]
+fn enter_guards_dropped_out_of_order_leave_the_right_runtime_current() {
+    let a = Runtime::builder()
+        .threads(1)
+        .name("enter-a")
+        .build()
+        .unwrap();
+    let b = Runtime::builder()
+        .threads(1)
+        .name("enter-b")
+        .build()
+        .unwrap();
+    let current = || {
+        strata::runtime::spawn(async { std::thread::current().name().map(String::from) })
+            .join()
+            .unwrap()
+            .unwrap()
+    };
+    let ga = a.enter();
+    let gb = b.enter();
+    assert_eq!(current(), "enter-b-0");
+    drop(ga); // the outer guard first: `b` stays current
+    assert_eq!(current(), "enter-b-0");
+    drop(gb);
+    assert!(current().starts_with("strata-global-"));
+}

@@ -406,7 +406,10 @@ impl Runtime {
     /// ```
     pub fn enter(&self) -> EnterGuard<'_> {
         ENTERED.with(|e| e.borrow_mut().push(self.registry.clone()));
-        EnterGuard { _rt: self }
+        EnterGuard {
+            rt: self,
+            _not_send: std::marker::PhantomData,
+        }
     }
 
     /// A snapshot of the pool's counters and queue depths.
@@ -497,15 +500,33 @@ impl fmt::Debug for Runtime {
 ///     assert_eq!(t.join().unwrap().as_deref(), Some("entered-0"));
 /// }
 /// ```
+///
+/// The guard belongs to the thread that entered: it is not `Send`, so it
+/// cannot leave another thread's stack of entered runtimes.
+///
+/// ```compile_fail
+/// let rt = strata::runtime::Runtime::builder().threads(1).build().unwrap();
+/// let guard = rt.enter();
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(guard)); // error: `*const ()` cannot be sent
+/// });
+/// ```
 #[must_use = "the runtime is only current while the guard lives"]
 pub struct EnterGuard<'a> {
-    _rt: &'a Runtime,
+    rt: &'a Runtime,
+    /// `!Send`: the entry lives in this thread's stack.
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl Drop for EnterGuard<'_> {
     fn drop(&mut self) {
         ENTERED.with(|e| {
-            e.borrow_mut().pop();
+            let mut e = e.borrow_mut();
+            // Guards dropped out of order remove their own entry, not the
+            // innermost one (entries of one runtime are interchangeable).
+            if let Some(i) = e.iter().rposition(|r| Arc::ptr_eq(r, &self.rt.registry)) {
+                e.remove(i);
+            }
         });
     }
 }
