@@ -171,7 +171,32 @@ fn empty_inputs() {
 }
 
 #[test]
-#[should_panic(expected = "chunk size must be positive")]
-fn zero_chunk_size_panics() {
-    let _ = [1, 2, 3].par_chunks(0);
+fn a_zero_chunk_size_is_treated_as_one_and_does_not_panic() {
+    let v = [1, 2, 3];
+    assert_eq!(
+        v.par_chunks(0).par_map(|c| c.to_vec()),
+        vec![vec![1], vec![2], vec![3]]
+    );
+    assert_eq!(v.par().par_chunks(0).par_map(|c| c.len()), vec![1; 3]);
+    assert_eq!((0..3u8).par_chunks(0).par_map(|r| r.start), vec![0, 1, 2]);
+    assert!(
+        Vec::<u8>::new()
+            .par_chunks(0)
+            .par_map(|c| c.len())
+            .is_empty()
+    );
+}
+
+#[test]
+fn huge_chunk_sizes_do_not_overflow() {
+    // The end of the last chunk saturates instead of wrapping (or
+    // panicking on overflow in debug builds).
+    let n = usize::MAX;
+    assert_eq!(
+        (0..n).par_chunks(n - 1).par_map(|r| (r.start, r.end)),
+        vec![(0, n - 1), (n - 1, n)]
+    );
+    // A slice of zero-sized values can be that long too.
+    let zsts = vec![(); n];
+    assert_eq!(zsts.par_chunks(n - 1).par_map(|c| c.len()), vec![n - 1, 1]);
 }
