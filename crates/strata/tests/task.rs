@@ -77,25 +77,36 @@ struct ChildFailed(usize);
 fn first_error_cancels_siblings_that_check_and_is_the_one_returned() {
     let rt = rt(2);
     for _ in 0..20 {
+        let started = AtomicUsize::new(0);
         let stopped = AtomicUsize::new(0);
         let err = rt
             .install(|| {
                 scope(|s| {
                     for _ in 0..3 {
-                        let stopped = &stopped;
+                        let (started, stopped) = (&started, &stopped);
                         s.spawn(move |cx| {
-                            // Would run forever without cancellation.
-                            loop {
+                            started.fetch_add(1, Ordering::SeqCst);
+                            // Runs until cancelled (bounded, so that a broken
+                            // cancellation fails the test instead of hanging).
+                            let deadline = Instant::now() + Duration::from_secs(10);
+                            while Instant::now() < deadline {
                                 if let Err(c) = cx.check() {
                                     stopped.fetch_add(1, Ordering::SeqCst);
                                     return Err(c.into());
                                 }
                                 std::hint::spin_loop();
                             }
+                            Ok(())
                         });
                     }
-                    s.spawn(|_| {
-                        std::thread::sleep(Duration::from_millis(2));
+                    let started = &started;
+                    s.spawn(move |_| {
+                        // Fail only once a sibling is running (the other
+                        // worker steals one), so cancelling it is observable.
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        while started.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+                            std::thread::yield_now();
+                        }
                         Err(TaskError::failed(ChildFailed(7)))
                     });
                 })
@@ -103,8 +114,14 @@ fn first_error_cancels_siblings_that_check_and_is_the_one_returned() {
             .unwrap_err();
         // The failure, not the siblings' `Cancelled`s, is returned.
         assert_eq!(err.downcast_ref::<ChildFailed>(), Some(&ChildFailed(7)));
-        // Every looping sibling that started saw the cancellation.
-        assert!(stopped.load(Ordering::SeqCst) <= 3);
+        // A sibling was running when the error came, and every sibling that
+        // started saw the cancellation and stopped (the others were skipped).
+        let (started, stopped) = (started.into_inner(), stopped.into_inner());
+        assert!(stopped >= 1, "no running sibling was cancelled");
+        assert_eq!(
+            started, stopped,
+            "a started sibling missed the cancellation"
+        );
     }
 }
 
