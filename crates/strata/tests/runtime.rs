@@ -751,3 +751,80 @@ fn enter_guards_dropped_out_of_order_leave_the_right_runtime_current() {
     drop(gb);
     assert!(current().starts_with("strata-global-"));
 }
+
+/// The CPUs the calling thread may run on.
+#[cfg(target_os = "linux")]
+fn affinity_of_this_thread() -> Vec<usize> {
+    // SAFETY: `cpu_set_t` is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer and size describe `set`, which outlives the call.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    assert_eq!(rc, 0, "sched_getaffinity failed");
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `i` is below CPU_SETSIZE and `set` is initialised.
+        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn pin_threads_pins_worker_i_to_the_ith_allowed_cpu() {
+    let allowed = affinity_of_this_thread();
+    // Pinning is best effort: where the OS forbids it, there is nothing
+    // to check.
+    let first = allowed[0];
+    let can_pin = std::thread::spawn(move || {
+        // SAFETY: as above.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `first` came from the mask, below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(first, &mut set) };
+        // SAFETY: the pointer and size describe `set`.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+    })
+    .join()
+    .unwrap();
+    if !can_pin {
+        eprintln!("skipped: this environment does not allow setting thread affinity");
+        return;
+    }
+    let n = allowed.len().clamp(2, 8);
+    let rt = Runtime::builder()
+        .threads(n)
+        .name("pinned")
+        .pin_threads(true)
+        .build()
+        .unwrap();
+    // One child per worker, each held until every worker has reported its
+    // own mask (read back from inside a job).
+    let seen = Mutex::new(std::collections::HashMap::new());
+    rt.install(|| {
+        strata::task::scope(|s| {
+            for _ in 0..n {
+                let seen = &seen;
+                s.spawn(move |_| {
+                    let name = std::thread::current().name().unwrap().to_string();
+                    seen.lock().unwrap().insert(name, affinity_of_this_thread());
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while seen.lock().unwrap().len() < n && Instant::now() < deadline {
+                        std::thread::yield_now();
+                    }
+                    Ok(())
+                });
+            }
+        })
+    })
+    .unwrap();
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), n, "not every worker ran a child: {seen:?}");
+    for i in 0..n {
+        assert_eq!(
+            seen[&format!("pinned-{i}")],
+            vec![allowed[i % allowed.len()]],
+            "worker {i}: {seen:?}"
+        );
+    }
+    // Without pinning the workers keep the process's mask.
+    let free = Runtime::builder().threads(1).build().unwrap();
+    assert_eq!(free.install(affinity_of_this_thread), allowed);
+}
