@@ -115,29 +115,75 @@ fn deep_join_recursion_does_not_overflow_the_stack() {
     assert_eq!(rt.install(|| right_deep(d)), d * (d + 1) / 2);
 }
 
+/// Runs `f` inside `depth` nested joins, each nested in the half that runs
+/// inline, so that at `depth >= 4` the private ring is full and `f`'s own
+/// join takes the fast path (no job is even offered).
+fn nested<R: Send>(depth: u32, f: &(dyn Fn() -> R + Sync)) -> R {
+    if depth == 0 {
+        return f();
+    }
+    strata::join(|| (), || nested(depth - 1, f)).1
+}
+
 #[test]
 fn a_join_panic_is_raised_after_both_halves_and_the_pool_survives() {
-    let rt = rt(2);
-    let other_done = AtomicBool::new(false);
-    let r = panic::catch_unwind(AssertUnwindSafe(|| {
-        rt.install(|| {
-            strata::join(
-                || panic!("left failed"),
-                || {
-                    std::thread::sleep(Duration::from_millis(20));
-                    other_done.store(true, Ordering::SeqCst);
-                },
-            )
-        })
-    }));
-    let msg = *r.unwrap_err().downcast::<&str>().unwrap();
-    assert_eq!(msg, "left failed");
-    let r = panic::catch_unwind(AssertUnwindSafe(|| {
-        rt.install(|| strata::join(|| 1, || -> u32 { panic!("right failed") }))
-    }));
-    assert_eq!(*r.unwrap_err().downcast::<&str>().unwrap(), "right failed");
-    // Still usable, and every worker still alive.
-    assert_eq!(rt.install(|| fib(18)), fib_seq(18));
+    // On two workers (the other half may be stolen) and on one (it never
+    // is), at the top (offered) and deep in a recursion (the fast path).
+    for threads in [1, 2] {
+        let rt = rt(threads);
+        for depth in [0, 6] {
+            let other_done = AtomicBool::new(false);
+            let r = panic::catch_unwind(AssertUnwindSafe(|| {
+                rt.install(|| {
+                    nested(depth, &|| {
+                        strata::join(
+                            || panic!("left failed"),
+                            || {
+                                std::thread::sleep(Duration::from_millis(5));
+                                other_done.store(true, Ordering::SeqCst);
+                            },
+                        )
+                    })
+                })
+            }));
+            assert_eq!(*r.unwrap_err().downcast::<&str>().unwrap(), "left failed");
+            assert!(
+                other_done.load(Ordering::SeqCst),
+                "{threads}t depth {depth}: right half"
+            );
+            let other_done = AtomicBool::new(false);
+            let r = panic::catch_unwind(AssertUnwindSafe(|| {
+                rt.install(|| {
+                    nested(depth, &|| {
+                        strata::join(
+                            || {
+                                std::thread::sleep(Duration::from_millis(5));
+                                other_done.store(true, Ordering::SeqCst);
+                            },
+                            || -> u32 { panic!("right failed") },
+                        )
+                    })
+                })
+            }));
+            assert_eq!(*r.unwrap_err().downcast::<&str>().unwrap(), "right failed");
+            assert!(
+                other_done.load(Ordering::SeqCst),
+                "{threads}t depth {depth}: left half"
+            );
+            // Both panic: one of the two is re-raised, nothing aborts.
+            let r = panic::catch_unwind(AssertUnwindSafe(|| {
+                rt.install(|| {
+                    nested(depth, &|| {
+                        strata::join(|| -> u8 { panic!("a") }, || -> u8 { panic!("b") })
+                    })
+                })
+            }));
+            let msg = *r.unwrap_err().downcast::<&str>().unwrap();
+            assert!(msg == "a" || msg == "b", "{msg}");
+        }
+        // Still usable, and every worker still alive.
+        assert_eq!(rt.install(|| fib(18)), fib_seq(18));
+    }
 }
 
 #[test]

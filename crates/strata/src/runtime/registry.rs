@@ -588,8 +588,10 @@ impl WorkerThread {
         // allocated its nodes. Which half runs first is unspecified.
         if self.tail.get() - self.head.get() >= RING && !self.anyone_idle() {
             // The common case deep in a recursion: nothing to do but run.
+            // (If `b` panics, `a` still runs, from the guard's drop.)
+            let a = OtherHalf::new(a);
             let rb = b();
-            return (a(), rb);
+            return (a.run(), rb);
         }
         let (rb, ra) = self.join_offering(b, a);
         (ra, rb)
@@ -609,8 +611,9 @@ impl WorkerThread {
             if self.work_requested() {
                 self.promote();
             }
+            let offered = OtherHalf::new(offered);
             let ra = first();
-            return (ra, offered());
+            return (ra, offered.run());
         }
         let job = StackJob::new(offered, WorkerLatch::new(&self.registry.sleep));
         // SAFETY: `job` stays in this frame until it is run inline, taken
@@ -659,31 +662,73 @@ impl WorkerThread {
         unsafe { job.take_result() }
     }
 
-    /// The inline half panicked: make sure nobody runs the offered half on
-    /// a dead frame, then let the panic continue.
+    /// The inline half panicked: the offered half still runs to completion
+    /// (here if nobody took it, else its thief is waited for), so that
+    /// nobody runs it on a dead frame and its effects are complete when the
+    /// panic continues. Its result, or its own panic, is dropped: the first
+    /// panic wins.
     #[cold]
     fn recover<F, R>(&self, job: &StackJob<WorkerLatch, F, R>, job_ref: JobRef, p: usize)
     where
         F: FnOnce() -> R + Send,
         R: Send,
     {
+        let run_here = || {
+            // SAFETY: the job is private or was popped back, so this thread
+            // holds its only ref.
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| unsafe { job.run_taken_back() }));
+        };
         if self.head.get() <= p {
             self.tail.set(p);
-            return; // private: dropped unrun
+            return run_here(); // private: nobody else can have seen it
         }
         self.head.set(p);
         self.tail.set(p);
         while !job.latch().probe() {
             match self.deque.pop() {
-                Some(j) if j.same(job_ref) => return, // taken back: dropped unrun
+                Some(j) if j.same(job_ref) => return run_here(),
                 Some(j) => self.execute(j),
                 None => break,
             }
         }
-        // The offered half's result or panic is dropped with the frame: the
-        // first panic wins.
         self.wait_until(job.latch());
     }
+}
+
+/// The half of a `join` that runs second when nobody can take it: run by
+/// [`OtherHalf::run`], or — if the first half unwinds — by the guard's
+/// drop, so both halves always run (rayon's rule). Its own panic during
+/// that unwinding is caught and dropped: the first panic wins.
+struct OtherHalf<F: FnOnce() -> R, R>(Option<F>);
+
+impl<F: FnOnce() -> R, R> OtherHalf<F, R> {
+    #[inline(always)]
+    fn new(f: F) -> Self {
+        Self(Some(f))
+    }
+
+    #[inline(always)]
+    fn run(mut self) -> R {
+        match self.0.take() {
+            Some(f) => f(),
+            None => unreachable!("join half taken twice"),
+        }
+    }
+}
+
+impl<F: FnOnce() -> R, R> Drop for OtherHalf<F, R> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            run_other_half(f);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn run_other_half<F: FnOnce() -> R, R>(f: F) {
+    let _ = panic::catch_unwind(AssertUnwindSafe(f));
 }
 
 impl super::spawn::Schedule for Arc<Registry> {
