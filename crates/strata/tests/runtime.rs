@@ -874,3 +874,52 @@ fn pin_threads_pins_worker_i_to_the_ith_allowed_cpu() {
     let free = Runtime::builder().threads(1).build().unwrap();
     assert_eq!(free.install(affinity_of_this_thread), allowed);
 }
+
+/// Waits until every worker sleeps and the park count has settled.
+///
+/// A worker registers as a sleeper a few instructions before it counts its
+/// park, so one snapshot can show it asleep with its park not yet counted:
+/// the count must stay the same over several snapshots, all with every
+/// worker asleep. (Only a worker descheduled between those two statements
+/// for the whole window could fool this; no timing is asserted.)
+fn settled_parks(rt: &Runtime) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stable = 0;
+    let mut last = None;
+    loop {
+        let m = rt.metrics();
+        if m.sleeping == m.workers && last == Some(m.parks) {
+            stable += 1;
+            if stable == 4 {
+                return m.parks;
+            }
+        } else {
+            stable = 0;
+        }
+        last = (m.sleeping == m.workers).then_some(m.parks);
+        assert!(Instant::now() < deadline, "workers never settled: {m:?}");
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+#[test]
+fn a_task_woken_into_the_lifo_slot_wakes_no_other_worker() {
+    let rt = rt(2);
+    let (gate, fire_it, _) = Gate::new();
+    let waiter = rt.spawn(gate);
+    while fire_it.lock().unwrap().1.is_none() {
+        std::thread::yield_now();
+    }
+    let before = settled_parks(&rt);
+    // Woken during another task's poll, `waiter` goes to that worker's LIFO
+    // slot, which no other worker can take: only the worker woken for the
+    // firing task runs (and parks again); the other one sleeps on.
+    let firer = {
+        let fire_it = fire_it.clone();
+        rt.spawn(async move { fire(&fire_it) })
+    };
+    firer.join().unwrap();
+    waiter.join().unwrap();
+    let after = settled_parks(&rt);
+    assert_eq!(after - before, 1, "a worker was woken for nothing");
+}

@@ -540,13 +540,23 @@ impl WorkerThread {
 
     /// Schedules a woken task: into the LIFO slot while a task is being
     /// polled here (the waker is likely its successor), else onto the deque.
+    ///
+    /// Only a job that lands where others can steal it wakes a sleeper
+    /// (tokio's rule): the LIFO slot is this worker's alone, so a sleeper
+    /// woken for it would find nothing, spin and park again. The trade-off,
+    /// shared with tokio: if the current poll runs long, the slot's job waits
+    /// for it to end; waking a sleeper never helped with that, since the
+    /// slot cannot be stolen. What bounds the wait: the job runs right after
+    /// the poll returns (`find_work` looks at the slot first), or earlier if
+    /// the poll waits on this worker (`join`, `block_on`, a scope or latch
+    /// wait all run `find_work`); a job displaced from the slot goes to the
+    /// deque and does wake a sleeper; after `LIFO_STREAK` slot jobs in a row
+    /// the slot's job is injected (which wakes one); and a worker that stops
+    /// injects it. A poll that never returns starves it, as in tokio.
     pub(crate) fn push_woken(&self, job: JobRef) {
         if self.in_poll.get() {
             if let Some(prev) = self.lifo.replace(Some(job)) {
                 self.push(prev);
-            } else {
-                // Someone else may be idle while this worker is busy.
-                self.registry.sleep.notify_one();
             }
         } else {
             self.push(job);
