@@ -923,3 +923,19 @@ fn a_task_woken_into_the_lifo_slot_wakes_no_other_worker() {
     let after = settled_parks(&rt);
     assert_eq!(after - before, 1, "a worker was woken for nothing");
 }
+
+#[test]
+fn try_global_starts_one_global_runtime_however_many_threads_race_for_it() {
+    let rts: Vec<usize> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| Runtime::try_global().unwrap() as *const Runtime as usize))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let global = Runtime::global() as *const Runtime as usize;
+    assert!(rts.iter().all(|&p| p == global), "{rts:?} vs {global}");
+    let name = Runtime::try_global()
+        .unwrap()
+        .install(|| std::thread::current().name().map(str::to_owned));
+    assert!(name.unwrap().starts_with("strata-global-"));
+}

@@ -309,13 +309,45 @@ impl Runtime {
     /// let rt = strata::runtime::Runtime::global();
     /// assert_eq!(rt.install(|| 2 + 2), 4);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the global runtime is not started yet and the OS refuses to start
+    /// its threads (and so does every `join`, `scope` or `par` call made
+    /// outside a runtime in that case). Use [`Runtime::try_global`] to get
+    /// the error instead.
     pub fn global() -> &'static Runtime {
-        GLOBAL.get_or_init(|| {
-            Builder::default()
-                .name("strata-global")
-                .build()
-                .expect("strata: cannot start the global runtime")
-        })
+        Self::try_global()
+            .unwrap_or_else(|e| panic!("strata: cannot start the global runtime: {e}"))
+    }
+
+    /// [`Runtime::global`], or why it could not be started. After an
+    /// error nothing is kept: the next call (of either) tries again, so a
+    /// caller can retry once resources are freed.
+    ///
+    /// ```
+    /// use strata::runtime::Runtime;
+    ///
+    /// let rt = Runtime::try_global().expect("no threads for the global runtime");
+    /// assert_eq!(rt.install(|| 2 + 2), 4);
+    /// // Started once: every call returns the same runtime.
+    /// assert!(std::ptr::eq(rt, Runtime::global()));
+    /// ```
+    pub fn try_global() -> Result<&'static Runtime, BuildError> {
+        if let Some(rt) = GLOBAL.get() {
+            return Ok(rt);
+        }
+        // `OnceLock::get_or_try_init` is unstable: one starter at a time,
+        // so a failed start is not cached and no two pools are built.
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = STARTING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(rt) = GLOBAL.get() {
+            return Ok(rt);
+        }
+        let rt = Builder::default().name("strata-global").build()?;
+        Ok(GLOBAL.get_or_init(|| rt))
     }
 
     /// Number of worker threads.
