@@ -171,7 +171,103 @@ fn empty_inputs() {
 }
 
 #[test]
-#[should_panic(expected = "chunk size must be positive")]
-fn zero_chunk_size_panics() {
-    let _ = [1, 2, 3].par_chunks(0);
+fn a_zero_chunk_size_is_treated_as_one_and_does_not_panic() {
+    let v = [1, 2, 3];
+    assert_eq!(
+        v.par_chunks(0).par_map(|c| c.to_vec()),
+        vec![vec![1], vec![2], vec![3]]
+    );
+    assert_eq!(v.par().par_chunks(0).par_map(|c| c.len()), vec![1; 3]);
+    assert_eq!((0..3u8).par_chunks(0).par_map(|r| r.start), vec![0, 1, 2]);
+    assert!(
+        Vec::<u8>::new()
+            .par_chunks(0)
+            .par_map(|c| c.len())
+            .is_empty()
+    );
+}
+
+#[test]
+fn huge_chunk_sizes_do_not_overflow() {
+    // The end of the last chunk saturates instead of wrapping (or
+    // panicking on overflow in debug builds).
+    let n = usize::MAX;
+    assert_eq!(
+        (0..n).par_chunks(n - 1).par_map(|r| (r.start, r.end)),
+        vec![(0, n - 1), (n - 1, n)]
+    );
+    // A slice of zero-sized values can be that long too.
+    let zsts = vec![(); n];
+    assert_eq!(zsts.par_chunks(n - 1).par_map(|c| c.len()), vec![n - 1, 1]);
+}
+
+/// A small id per thread, to see which thread processed which unit.
+fn thread_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TAG.with(|t| *t)
+}
+
+/// Lengths of the maximal runs of consecutive units done by one thread.
+/// Each run is a union of whole pieces, so with pieces of at least `n`
+/// units every run is at least `n` long.
+fn runs(tags: &[AtomicU64]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < tags.len() {
+        let t = tags[i].load(Ordering::Relaxed);
+        let start = i;
+        while i < tags.len() && tags[i].load(Ordering::Relaxed) == t {
+            i += 1;
+        }
+        out.push(i - start);
+    }
+    out
+}
+
+fn busy(units: u32) {
+    let mut x = 0u64;
+    for k in 0..units * 50 {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(u64::from(k)));
+    }
+}
+
+#[test]
+fn with_min_len_bounds_the_size_of_every_piece() {
+    let len = 30_000usize;
+    let mut splits = 0;
+    for &min in &[700usize, 1_000, 2_900] {
+        for inside in [true, false] {
+            let tags: Vec<AtomicU64> = (0..len).map(|_| AtomicU64::new(0)).collect();
+            let v: Vec<u32> = (0..len as u32).collect();
+            let work = || {
+                // Ranges and slices share the driver; check both.
+                (0..len / 2).with_min_len(min).par_for_each(|i| {
+                    tags[i].store(thread_tag(), Ordering::Relaxed);
+                    busy(1);
+                });
+                v[len / 2..].with_min_len(min).par_map(|&i| {
+                    tags[i as usize].store(thread_tag(), Ordering::Relaxed);
+                    busy(1);
+                });
+            };
+            if inside {
+                pool().install(work);
+            } else {
+                work(); // the caller works alone first, then hands off
+            }
+            let (first, second) = tags.split_at(len / 2);
+            for half in [first, second] {
+                let r = runs(half);
+                splits += r.len() - 1;
+                assert!(
+                    r.iter().all(|&n| n >= min),
+                    "min_len {min}, inside a pool: {inside}: runs {r:?}"
+                );
+            }
+        }
+    }
+    assert!(splits > 0, "nothing was split: the test saw no pieces");
 }

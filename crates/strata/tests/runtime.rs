@@ -115,29 +115,75 @@ fn deep_join_recursion_does_not_overflow_the_stack() {
     assert_eq!(rt.install(|| right_deep(d)), d * (d + 1) / 2);
 }
 
+/// Runs `f` inside `depth` nested joins, each nested in the half that runs
+/// inline, so that at `depth >= 4` the private ring is full and `f`'s own
+/// join takes the fast path (no job is even offered).
+fn nested<R: Send>(depth: u32, f: &(dyn Fn() -> R + Sync)) -> R {
+    if depth == 0 {
+        return f();
+    }
+    strata::join(|| (), || nested(depth - 1, f)).1
+}
+
 #[test]
 fn a_join_panic_is_raised_after_both_halves_and_the_pool_survives() {
-    let rt = rt(2);
-    let other_done = AtomicBool::new(false);
-    let r = panic::catch_unwind(AssertUnwindSafe(|| {
-        rt.install(|| {
-            strata::join(
-                || panic!("left failed"),
-                || {
-                    std::thread::sleep(Duration::from_millis(20));
-                    other_done.store(true, Ordering::SeqCst);
-                },
-            )
-        })
-    }));
-    let msg = *r.unwrap_err().downcast::<&str>().unwrap();
-    assert_eq!(msg, "left failed");
-    let r = panic::catch_unwind(AssertUnwindSafe(|| {
-        rt.install(|| strata::join(|| 1, || -> u32 { panic!("right failed") }))
-    }));
-    assert_eq!(*r.unwrap_err().downcast::<&str>().unwrap(), "right failed");
-    // Still usable, and every worker still alive.
-    assert_eq!(rt.install(|| fib(18)), fib_seq(18));
+    // On two workers (the other half may be stolen) and on one (it never
+    // is), at the top (offered) and deep in a recursion (the fast path).
+    for threads in [1, 2] {
+        let rt = rt(threads);
+        for depth in [0, 6] {
+            let other_done = AtomicBool::new(false);
+            let r = panic::catch_unwind(AssertUnwindSafe(|| {
+                rt.install(|| {
+                    nested(depth, &|| {
+                        strata::join(
+                            || panic!("left failed"),
+                            || {
+                                std::thread::sleep(Duration::from_millis(5));
+                                other_done.store(true, Ordering::SeqCst);
+                            },
+                        )
+                    })
+                })
+            }));
+            assert_eq!(*r.unwrap_err().downcast::<&str>().unwrap(), "left failed");
+            assert!(
+                other_done.load(Ordering::SeqCst),
+                "{threads}t depth {depth}: right half"
+            );
+            let other_done = AtomicBool::new(false);
+            let r = panic::catch_unwind(AssertUnwindSafe(|| {
+                rt.install(|| {
+                    nested(depth, &|| {
+                        strata::join(
+                            || {
+                                std::thread::sleep(Duration::from_millis(5));
+                                other_done.store(true, Ordering::SeqCst);
+                            },
+                            || -> u32 { panic!("right failed") },
+                        )
+                    })
+                })
+            }));
+            assert_eq!(*r.unwrap_err().downcast::<&str>().unwrap(), "right failed");
+            assert!(
+                other_done.load(Ordering::SeqCst),
+                "{threads}t depth {depth}: left half"
+            );
+            // Both panic: one of the two is re-raised, nothing aborts.
+            let r = panic::catch_unwind(AssertUnwindSafe(|| {
+                rt.install(|| {
+                    nested(depth, &|| {
+                        strata::join(|| -> u8 { panic!("a") }, || -> u8 { panic!("b") })
+                    })
+                })
+            }));
+            let msg = *r.unwrap_err().downcast::<&str>().unwrap();
+            assert!(msg == "a" || msg == "b", "{msg}");
+        }
+        // Still usable, and every worker still alive.
+        assert_eq!(rt.install(|| fib(18)), fib_seq(18));
+    }
 }
 
 #[test]
@@ -187,6 +233,13 @@ fn builder_options() {
         Runtime::builder().threads(0).build(),
         Err(BuildError::ZeroThreads)
     ));
+    // A NUL byte in the name is a typed error, not a panic in std's spawn.
+    let r = panic::catch_unwind(|| Runtime::builder().threads(2).name("a\0b").build());
+    match r {
+        Ok(Err(BuildError::InvalidName(name))) => assert_eq!(name, "a\0b"),
+        Ok(other) => panic!("expected InvalidName, got {other:?}"),
+        Err(_) => panic!("build panicked on a NUL byte in the name"),
+    }
     let rt = Runtime::builder()
         .threads(3)
         .name("custom")
@@ -291,14 +344,30 @@ fn dropping_a_task_cancels_it_and_its_side_effect_never_happens() {
     while fire_it.lock().unwrap().1.is_none() {
         std::thread::yield_now();
     }
+    // The waker is stored inside `poll`, so the task may still be running
+    // when the handle is dropped: the worker then drops the future right
+    // after that poll. Wait for it (bounded) instead of assuming an order.
     drop(task);
-    assert_eq!(dropped.load(Ordering::SeqCst), 1, "the future was dropped");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dropped.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the future was never dropped");
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the future was dropped once"
+    );
     fire(&fire_it);
     // Give a (wrongly) still-live task every chance to run.
     rt.install(|| fib(15));
     std::thread::sleep(Duration::from_millis(20));
     assert!(!effect.load(Ordering::SeqCst), "the cancelled task ran on");
-    assert_eq!(rt.metrics().live_tasks, 0);
+    // (The task leaves the live set just after its future is dropped.)
+    while rt.metrics().live_tasks != 0 {
+        assert!(Instant::now() < deadline, "the cancelled task stayed live");
+        std::thread::yield_now();
+    }
 }
 
 #[test]
@@ -700,4 +769,173 @@ fn dropping_a_runtime_whose_task_blocks_on_a_pending_task_does_not_hang() {
     drop(rt);
     // The inner task was cancelled, which let the outer one finish.
     assert!(matches!(outer.join(), Ok(Err(Cancelled)) | Err(Cancelled)));
+}
+
+#[test]
+fn enter_guards_dropped_out_of_order_leave_the_right_runtime_current() {
+    let a = Runtime::builder()
+        .threads(1)
+        .name("enter-a")
+        .build()
+        .unwrap();
+    let b = Runtime::builder()
+        .threads(1)
+        .name("enter-b")
+        .build()
+        .unwrap();
+    let current = || {
+        strata::runtime::spawn(async { std::thread::current().name().map(String::from) })
+            .join()
+            .unwrap()
+            .unwrap()
+    };
+    let ga = a.enter();
+    let gb = b.enter();
+    assert_eq!(current(), "enter-b-0");
+    drop(ga); // the outer guard first: `b` stays current
+    assert_eq!(current(), "enter-b-0");
+    drop(gb);
+    assert!(current().starts_with("strata-global-"));
+}
+
+/// The CPUs the calling thread may run on.
+#[cfg(target_os = "linux")]
+fn affinity_of_this_thread() -> Vec<usize> {
+    // SAFETY: `cpu_set_t` is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer and size describe `set`, which outlives the call.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    assert_eq!(rc, 0, "sched_getaffinity failed");
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `i` is below CPU_SETSIZE and `set` is initialised.
+        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn pin_threads_pins_worker_i_to_the_ith_allowed_cpu() {
+    let allowed = affinity_of_this_thread();
+    // Pinning is best effort: where the OS forbids it, there is nothing
+    // to check.
+    let first = allowed[0];
+    let can_pin = std::thread::spawn(move || {
+        // SAFETY: as above.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `first` came from the mask, below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(first, &mut set) };
+        // SAFETY: the pointer and size describe `set`.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
+    })
+    .join()
+    .unwrap();
+    if !can_pin {
+        eprintln!("skipped: this environment does not allow setting thread affinity");
+        return;
+    }
+    let n = allowed.len().clamp(2, 8);
+    let rt = Runtime::builder()
+        .threads(n)
+        .name("pinned")
+        .pin_threads(true)
+        .build()
+        .unwrap();
+    // One child per worker, each held until every worker has reported its
+    // own mask (read back from inside a job).
+    let seen = Mutex::new(std::collections::HashMap::new());
+    rt.install(|| {
+        strata::task::scope(|s| {
+            for _ in 0..n {
+                let seen = &seen;
+                s.spawn(move |_| {
+                    let name = std::thread::current().name().unwrap().to_string();
+                    seen.lock().unwrap().insert(name, affinity_of_this_thread());
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while seen.lock().unwrap().len() < n && Instant::now() < deadline {
+                        std::thread::yield_now();
+                    }
+                    Ok(())
+                });
+            }
+        })
+    })
+    .unwrap();
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), n, "not every worker ran a child: {seen:?}");
+    for i in 0..n {
+        assert_eq!(
+            seen[&format!("pinned-{i}")],
+            vec![allowed[i % allowed.len()]],
+            "worker {i}: {seen:?}"
+        );
+    }
+    // Without pinning the workers keep the process's mask.
+    let free = Runtime::builder().threads(1).build().unwrap();
+    assert_eq!(free.install(affinity_of_this_thread), allowed);
+}
+
+/// Waits until every worker sleeps and the park count has settled.
+///
+/// A worker registers as a sleeper a few instructions before it counts its
+/// park, so one snapshot can show it asleep with its park not yet counted:
+/// the count must stay the same over several snapshots, all with every
+/// worker asleep. (Only a worker descheduled between those two statements
+/// for the whole window could fool this; no timing is asserted.)
+fn settled_parks(rt: &Runtime) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stable = 0;
+    let mut last = None;
+    loop {
+        let m = rt.metrics();
+        if m.sleeping == m.workers && last == Some(m.parks) {
+            stable += 1;
+            if stable == 4 {
+                return m.parks;
+            }
+        } else {
+            stable = 0;
+        }
+        last = (m.sleeping == m.workers).then_some(m.parks);
+        assert!(Instant::now() < deadline, "workers never settled: {m:?}");
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+#[test]
+fn a_task_woken_into_the_lifo_slot_wakes_no_other_worker() {
+    let rt = rt(2);
+    let (gate, fire_it, _) = Gate::new();
+    let waiter = rt.spawn(gate);
+    while fire_it.lock().unwrap().1.is_none() {
+        std::thread::yield_now();
+    }
+    let before = settled_parks(&rt);
+    // Woken during another task's poll, `waiter` goes to that worker's LIFO
+    // slot, which no other worker can take: only the worker woken for the
+    // firing task runs (and parks again); the other one sleeps on.
+    let firer = {
+        let fire_it = fire_it.clone();
+        rt.spawn(async move { fire(&fire_it) })
+    };
+    firer.join().unwrap();
+    waiter.join().unwrap();
+    let after = settled_parks(&rt);
+    assert_eq!(after - before, 1, "a worker was woken for nothing");
+}
+
+#[test]
+fn try_global_starts_one_global_runtime_however_many_threads_race_for_it() {
+    let rts: Vec<usize> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| Runtime::try_global().unwrap() as *const Runtime as usize))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let global = Runtime::global() as *const Runtime as usize;
+    assert!(rts.iter().all(|&p| p == global), "{rts:?} vs {global}");
+    let name = Runtime::try_global()
+        .unwrap()
+        .install(|| std::thread::current().name().map(str::to_owned));
+    assert!(name.unwrap().starts_with("strata-global-"));
 }

@@ -1,9 +1,9 @@
 //! L4 — scopes, cancellation, futures, joins, async scopes.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use strata::runtime::{Runtime, block_on};
 use strata::task::{self, CancelToken, Cancelled, TaskError, scope, scope_async};
@@ -77,25 +77,36 @@ struct ChildFailed(usize);
 fn first_error_cancels_siblings_that_check_and_is_the_one_returned() {
     let rt = rt(2);
     for _ in 0..20 {
+        let started = AtomicUsize::new(0);
         let stopped = AtomicUsize::new(0);
         let err = rt
             .install(|| {
                 scope(|s| {
                     for _ in 0..3 {
-                        let stopped = &stopped;
+                        let (started, stopped) = (&started, &stopped);
                         s.spawn(move |cx| {
-                            // Would run forever without cancellation.
-                            loop {
+                            started.fetch_add(1, Ordering::SeqCst);
+                            // Runs until cancelled (bounded, so that a broken
+                            // cancellation fails the test instead of hanging).
+                            let deadline = Instant::now() + Duration::from_secs(10);
+                            while Instant::now() < deadline {
                                 if let Err(c) = cx.check() {
                                     stopped.fetch_add(1, Ordering::SeqCst);
                                     return Err(c.into());
                                 }
                                 std::hint::spin_loop();
                             }
+                            Ok(())
                         });
                     }
-                    s.spawn(|_| {
-                        std::thread::sleep(Duration::from_millis(2));
+                    let started = &started;
+                    s.spawn(move |_| {
+                        // Fail only once a sibling is running (the other
+                        // worker steals one), so cancelling it is observable.
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        while started.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+                            std::thread::yield_now();
+                        }
                         Err(TaskError::failed(ChildFailed(7)))
                     });
                 })
@@ -103,8 +114,14 @@ fn first_error_cancels_siblings_that_check_and_is_the_one_returned() {
             .unwrap_err();
         // The failure, not the siblings' `Cancelled`s, is returned.
         assert_eq!(err.downcast_ref::<ChildFailed>(), Some(&ChildFailed(7)));
-        // Every looping sibling that started saw the cancellation.
-        assert!(stopped.load(Ordering::SeqCst) <= 3);
+        // A sibling was running when the error came, and every sibling that
+        // started saw the cancellation and stopped (the others were skipped).
+        let (started, stopped) = (started.into_inner(), stopped.into_inner());
+        assert!(stopped >= 1, "no running sibling was cancelled");
+        assert_eq!(
+            started, stopped,
+            "a started sibling missed the cancellation"
+        );
     }
 }
 
@@ -455,4 +472,123 @@ fn children_spawn_grandchildren_into_the_same_scope() {
     .unwrap();
     // The scope waited for the grandchildren too.
     assert_eq!(count.load(Ordering::SeqCst), 16);
+}
+
+/// Waits (bounded) until `done()`; false on timeout.
+fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+#[test]
+fn a_scope_whose_queued_children_a_self_dropping_runtime_drains_still_returns() {
+    // A runtime dropped from inside one of its tasks cannot join its
+    // workers; it drains every queue, including the deque of a worker that
+    // is inside a scope. The drained children must still count down.
+    for with_futures in [false, true] {
+        let holder = Arc::new(Mutex::new(Some(rt(2))));
+        let ready = Arc::new(AtomicBool::new(false));
+        let go = Arc::new(AtomicBool::new(false));
+        let dropper_started = Arc::new(AtomicBool::new(false));
+        let dropper = {
+            let (h, ready, go, started) = (
+                holder.clone(),
+                ready.clone(),
+                go.clone(),
+                dropper_started.clone(),
+            );
+            holder.lock().unwrap().as_ref().unwrap().spawn(async move {
+                started.store(true, Ordering::SeqCst);
+                while !ready.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+                let rt = h.lock().unwrap().take().unwrap();
+                drop(rt);
+                go.store(true, Ordering::SeqCst);
+            })
+        };
+        assert!(eventually(|| dropper_started.load(Ordering::SeqCst)));
+        let scoped = {
+            let (ready, go) = (ready.clone(), go.clone());
+            holder.lock().unwrap().as_ref().unwrap().spawn(async move {
+                scope(|s| {
+                    let (ready, go) = (&ready, &go);
+                    // The first child to run holds its worker until the
+                    // runtime is gone; the others are still queued then.
+                    let child = move || {
+                        ready.store(true, Ordering::SeqCst);
+                        while !go.load(Ordering::SeqCst) {
+                            std::hint::spin_loop();
+                        }
+                    };
+                    if with_futures {
+                        let fs: Vec<_> = (0..50)
+                            .map(|_| {
+                                s.future(move |_| {
+                                    child();
+                                    1u32
+                                })
+                            })
+                            .collect();
+                        fs.into_iter().map(task::Future::force).sum::<u32>()
+                    } else {
+                        for _ in 0..50 {
+                            s.spawn(move |_| {
+                                child();
+                                Ok(())
+                            });
+                        }
+                        50
+                    }
+                })
+            })
+        };
+        assert!(
+            eventually(|| scoped.is_finished() && dropper.is_finished()),
+            "futures={with_futures}: scope finished={} dropper finished={}",
+            scoped.is_finished(),
+            dropper.is_finished()
+        );
+        // Children that never ran: the scope reports a cancellation.
+        assert!(
+            matches!(scoped.join(), Ok(Err(TaskError::Cancelled))),
+            "futures={with_futures}"
+        );
+        assert_eq!(dropper.join(), Ok(()));
+    }
+}
+
+#[test]
+fn forcing_a_future_on_a_worker_of_another_runtime() {
+    // The scope's pool and the forcing worker's pool differ, one way and
+    // the other way round in size (a worker index of the bigger pool is
+    // out of range in the smaller one).
+    for (na, nb) in [(2, 1), (1, 3)] {
+        let a = Runtime::builder().threads(na).name("a").build().unwrap();
+        let b = Runtime::builder().threads(nb).name("b").build().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let v = a.install(|| {
+                scope(|s| {
+                    let f = s.future(|_| {
+                        std::thread::sleep(Duration::from_millis(20));
+                        7
+                    });
+                    b.install(|| f.force())
+                })
+            });
+            let _ = tx.send(v.map_err(|e| e.to_string()));
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Ok(Ok(7)),
+            "a: {na} workers, b: {nb}"
+        );
+    }
 }

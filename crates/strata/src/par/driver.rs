@@ -8,7 +8,9 @@
 //! splits the rest in two with `join` (lazy binary splitting, the data-
 //! parallel side of the scheduler's lazy promotion). So a loop nobody needs
 //! to share runs at sequential speed, and load balances at any granularity.
-//! `with_min_len(n)` keeps every split piece at least `n` units.
+//! `with_min_len(n)` keeps every piece at least `n` units long: split
+//! halves, the prefix a worker folded before splitting, and what a caller
+//! outside the pool folds before it hands the rest off.
 //!
 //! Called from outside a pool, the caller folds a prefix itself and hands
 //! the rest to the current runtime once it has spent ~20 µs or the prefix
@@ -33,6 +35,9 @@ pub(crate) trait Fold: Sync {
 
 const FIRST_BLOCK: usize = 32;
 const MAX_BLOCK: usize = 512;
+/// Blocks of a caller outside the pool (fewer clock reads).
+const SOLO_FIRST_BLOCK: usize = 64;
+const SOLO_MAX_BLOCK: usize = 4096;
 /// How long a caller outside the pool works alone before sharing.
 const SOLO_BUDGET: Duration = Duration::from_micros(20);
 
@@ -48,10 +53,12 @@ pub(crate) fn drive<F: Fold>(f: &F, len: usize, min_len: usize) -> F::Acc {
     let started = Instant::now();
     let mut acc = f.start(0, len);
     let mut i = 0;
-    // Few clock reads: tiny inputs finish in one or two blocks.
-    let mut block = 64;
+    // Few clock reads: tiny inputs finish in one or two blocks. Blocks are
+    // never below `min_len`, and neither is the rest handed off, so the
+    // caller's prefix is a piece of at least `min_len` too.
+    let mut block = SOLO_FIRST_BLOCK.max(min_len);
     while i < len {
-        let end = (i + block).min(len);
+        let end = i.saturating_add(block).min(len);
         f.fold(&mut acc, i, end);
         i = end;
         if i == len {
@@ -59,7 +66,7 @@ pub(crate) fn drive<F: Fold>(f: &F, len: usize, min_len: usize) -> F::Acc {
         }
         let spent = started.elapsed();
         let predicted = spent.mul_f64(len as f64 / i as f64);
-        if spent >= SOLO_BUDGET || predicted >= 2 * SOLO_BUDGET {
+        if len - i >= min_len && (spent >= SOLO_BUDGET || predicted >= 2 * SOLO_BUDGET) {
             let rest = with_current(|reg| {
                 // The injected job wakes one worker, which shares as soon
                 // as it starts; waking a second one now overlaps the two
@@ -75,7 +82,7 @@ pub(crate) fn drive<F: Fold>(f: &F, len: usize, min_len: usize) -> F::Acc {
             });
             return f.combine(acc, rest);
         }
-        block = (block * 4).min(4096);
+        block = block.saturating_mul(4).min(SOLO_MAX_BLOCK.max(min_len));
     }
     acc
 }
@@ -83,9 +90,11 @@ pub(crate) fn drive<F: Fold>(f: &F, len: usize, min_len: usize) -> F::Acc {
 fn fold_range<F: Fold>(f: &F, w: &WorkerThread, lo: usize, hi: usize, min_len: usize) -> F::Acc {
     let mut acc = f.start(lo, hi);
     let mut i = lo;
-    let mut block = FIRST_BLOCK.max(min_len.min(MAX_BLOCK));
+    // The first block is at least `min_len`: what this call folds before
+    // it splits is a piece too.
+    let mut block = FIRST_BLOCK.max(min_len);
     while i < hi {
-        let end = (i + block).min(hi);
+        let end = i.saturating_add(block).min(hi);
         f.fold(&mut acc, i, end);
         i = end;
         let rest = hi - i;
@@ -100,7 +109,7 @@ fn fold_range<F: Fold>(f: &F, w: &WorkerThread, lo: usize, hi: usize, min_len: u
             let (l, r) = join(|| half(i, mid), || half(mid, hi));
             return f.combine(acc, f.combine(l, r));
         }
-        block = (block * 2).min(MAX_BLOCK);
+        block = block.saturating_mul(2).min(MAX_BLOCK.max(min_len));
     }
     acc
 }

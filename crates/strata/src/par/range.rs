@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use super::collect::{LenGuard, SendPtr, Written};
 use super::driver::{Fold, drive};
-use super::slice::{Pieces, collect_map};
+use super::slice::{Pieces, chunk_bounds, collect_map};
 
 /// An integer type whose ranges can be split by index.
 ///
@@ -117,14 +117,13 @@ pub trait ParRange<I: RangeInteger> {
     }
 
     /// The range as consecutive sub-ranges of `size` items (the last may
-    /// be shorter), each processed as one unit.
-    ///
-    /// # Panics
-    /// If `size` is 0.
+    /// be shorter), each processed as one unit. A `size` of 0 is treated as
+    /// 1, as for slices (see [`ParSlice::par_chunks`](super::ParSlice::par_chunks)).
     ///
     /// ```
     /// use strata::par::ParRange;
     /// assert_eq!((0..5u8).par_chunks(2).par_map(|r| r.end), vec![2, 4, 5]);
+    /// assert_eq!((0..3u8).par_chunks(0).par_map(|r| r.len()), vec![1, 1, 1]);
     /// ```
     fn par_chunks(&self, size: usize) -> ParRangeChunks<I> {
         self.par().par_chunks(size)
@@ -351,7 +350,7 @@ impl<I: RangeInteger> ParRangeWith<I> {
         drive(&fold, self.len, self.min_len)
     }
 
-    /// See [`ParRange::par_chunks`].
+    /// See [`ParRange::par_chunks`] (a `size` of 0 is treated as 1).
     ///
     /// ```
     /// use strata::par::ParRange;
@@ -359,7 +358,7 @@ impl<I: RangeInteger> ParRangeWith<I> {
     /// assert_eq!(lens, vec![3, 3, 3, 1]);
     /// ```
     pub fn par_chunks(self, size: usize) -> ParRangeChunks<I> {
-        assert!(size > 0, "par_chunks: chunk size must be positive");
+        let size = size.max(1);
         ParRangeChunks {
             start: self.start,
             len: self.len,
@@ -396,9 +395,8 @@ impl<I> fmt::Debug for ParRangeChunks<I> {
 
 impl<I: RangeInteger> ParRangeChunks<I> {
     fn chunk(&self, c: usize) -> Range<I> {
-        let lo = c * self.size;
-        let hi = (lo + self.size).min(self.len);
-        I::nth(self.start, lo)..I::nth(self.start, hi)
+        let r = chunk_bounds(c, self.size, self.len);
+        I::nth(self.start, r.start)..I::nth(self.start, r.end)
     }
 
     /// `f` on every sub-range, in parallel; results in order.

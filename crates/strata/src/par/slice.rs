@@ -91,12 +91,17 @@ pub trait ParSlice<T: Sync> {
     /// The slice as chunks of `size` elements (the last may be shorter), to
     /// process each chunk as a unit.
     ///
-    /// # Panics
-    /// If `size` is 0.
+    /// A `size` of 0 is treated as 1. std's `chunks` and rayon panic there;
+    /// strata does not panic on a caller's mistake, and no chunk can be
+    /// empty, so the nearest valid size is used — the same rule as
+    /// `with_min_len(0)`. Every element is still processed exactly once, in
+    /// order; a size computed as `len / k` that rounds down to 0 on a small
+    /// input just gives the finest chunks.
     ///
     /// ```
     /// use strata::par::ParSlice;
     /// assert_eq!([1, 2, 3].par_chunks(2).par_map(|c| c.len()), vec![2, 1]);
+    /// assert_eq!([1, 2, 3].par_chunks(0).par_map(|c| c.len()), vec![1, 1, 1]);
     /// ```
     fn par_chunks(&self, size: usize) -> ParChunks<'_, T> {
         self.par().par_chunks(size)
@@ -415,7 +420,7 @@ impl<'a, T: Sync> Par<'a, T> {
         drive(&fold, self.slice.len(), self.min_len).unwrap_or_else(&identity)
     }
 
-    /// See [`ParSlice::par_chunks`].
+    /// See [`ParSlice::par_chunks`] (a `size` of 0 is treated as 1).
     ///
     /// ```
     /// use strata::par::ParSlice;
@@ -423,7 +428,7 @@ impl<'a, T: Sync> Par<'a, T> {
     /// assert_eq!(v.par().par_chunks(3).par_map(|c| c.len()), vec![3, 3, 1]);
     /// ```
     pub fn par_chunks(self, size: usize) -> ParChunks<'a, T> {
-        assert!(size > 0, "par_chunks: chunk size must be positive");
+        let size = size.max(1);
         ParChunks {
             slice: self.slice,
             size,
@@ -473,8 +478,7 @@ impl<T: Sync, U: Send, F: Fn(&[T]) -> U + Sync> Fold for ChunkMap<'_, T, U, F> {
         let base = acc.start;
         let mut n = LenGuard::new(&mut acc.len);
         for c in lo..hi {
-            let end = ((c + 1) * self.size).min(self.src.len());
-            let v = (self.f)(&self.src[c * self.size..end]);
+            let v = (self.f)(&self.src[chunk_bounds(c, self.size, self.src.len())]);
             // SAFETY: as in `MapFold::fold`.
             unsafe { base.add(n.local).write(v) };
             n.local += 1;
@@ -483,6 +487,15 @@ impl<T: Sync, U: Send, F: Fn(&[T]) -> U + Sync> Fold for ChunkMap<'_, T, U, F> {
     fn combine(&self, l: Written<U>, r: Written<U>) -> Written<U> {
         l.merge(r)
     }
+}
+
+/// Units `lo..hi` of chunk `c` of `len` units in chunks of `size`. `c *
+/// size` is below `len` for every chunk; the end saturates (a huge `size`,
+/// or a slice of zero-sized values, could overflow otherwise).
+#[inline]
+pub(crate) fn chunk_bounds(c: usize, size: usize, len: usize) -> std::ops::Range<usize> {
+    let lo = c * size;
+    lo..lo.saturating_add(size).min(len)
 }
 
 impl<T: Sync> ParChunks<'_, T> {
@@ -549,8 +562,7 @@ impl<T: Sync> ParChunks<'_, T> {
             fn start(&self, _: usize, _: usize) {}
             fn fold(&self, _: &mut (), lo: usize, hi: usize) {
                 for c in lo..hi {
-                    let end = ((c + 1) * self.size).min(self.src.len());
-                    (self.f)(&self.src[c * self.size..end]);
+                    (self.f)(&self.src[chunk_bounds(c, self.size, self.src.len())]);
                 }
             }
             fn combine(&self, _: (), _: ()) {}

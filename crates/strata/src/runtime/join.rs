@@ -10,7 +10,12 @@ use super::{WorkerThread, with_current};
 /// work, offering is a couple of plain stores: no atomics, no allocation, no
 /// fence. Called outside any pool, `join` enters
 /// the current runtime (the global one by default) and blocks until both
-/// are done. A panic in either closure is re-raised after both finished.
+/// are done.
+///
+/// If either closure panics, the other one still runs to completion, and
+/// then the panic is re-raised (as in rayon); if both panic, one of the
+/// two panics is re-raised (which one is unspecified) and the other is
+/// dropped.
 ///
 /// ```
 /// fn sum(v: &[u64]) -> u64 {

@@ -49,6 +49,14 @@ impl WorkerLatch {
         }
     }
 
+    /// Whether this latch wakes its waiter through `sleep`, i.e. whether a
+    /// worker of the pool that owns `sleep` may wait on it: a waiter
+    /// registers its worker index, which only means something in that pool.
+    #[inline]
+    pub(crate) fn wakes_in(&self, sleep: &Sleep) -> bool {
+        std::ptr::eq(self.sleep, sleep)
+    }
+
     /// Whether the latch is set (and the job's effects are visible).
     #[inline]
     pub(crate) fn probe(&self) -> bool {
@@ -88,6 +96,41 @@ impl Latch for WorkerLatch {
         if waiter != NO_WAITER {
             sleep.notify_worker(waiter - 1);
         }
+    }
+}
+
+/// A [`WorkerLatch`] waited on by a worker of one pool and set by a worker
+/// of another (`install` from a foreign worker). The setter holds no
+/// reference to the waiter's pool, so the latch keeps that pool's registry
+/// (and so its `Sleep`) alive until the wake-up has been delivered.
+pub(crate) struct CrossLatch {
+    latch: WorkerLatch,
+    registry: std::sync::Arc<super::Registry>,
+}
+
+impl CrossLatch {
+    /// A latch that wakes a worker of `registry`'s pool.
+    pub(crate) fn new(registry: &std::sync::Arc<super::Registry>) -> Self {
+        Self {
+            latch: WorkerLatch::new(&registry.sleep),
+            registry: registry.clone(),
+        }
+    }
+
+    /// The latch the waiting worker waits on.
+    pub(crate) fn worker_latch(&self) -> &WorkerLatch {
+        &self.latch
+    }
+}
+
+impl Latch for CrossLatch {
+    unsafe fn set(this: *const Self) {
+        // SAFETY: valid on entry; the clone keeps the waiter's pool alive
+        // after the publish, which may let the waiter free `*this`.
+        let registry = unsafe { (*this).registry.clone() };
+        // SAFETY: forwarded; the inner set's RMW is the last access.
+        unsafe { WorkerLatch::set(&(*this).latch) };
+        drop(registry);
     }
 }
 
@@ -174,5 +217,133 @@ impl CountLatch {
             // seen it set.
             unsafe { WorkerLatch::set(&(*this).latch) };
         }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom {
+    //! The real latches against the real [`Sleep`]: the owner waits as a
+    //! worker does (probe, register, sleep), setters run on other threads.
+    //! The latch lives in a box the owner frees once it has seen the latch
+    //! set; before freeing, the owner overwrites it with poison, so a setter
+    //! touching it after its publishing RMW would change the poison (checked
+    //! after all setters are joined). A lost wake-up leaves the owner
+    //! blocked, which loom reports as a deadlock.
+
+    use super::*;
+    use crate::loom::cell::UnsafeCell;
+    use crate::loom::sync::Arc;
+
+    /// A state no real latch has: waiter bits set, `SET` clear (a stray
+    /// `fetch_or(SET)` changes it).
+    const POISON: usize = 0xdead_bee0;
+
+    /// A result slot a child writes before its publish and the owner reads
+    /// after it (loom checks the two accesses are ordered).
+    struct Slot(UnsafeCell<usize>);
+    // SAFETY: accesses are ordered by the latch, which is what loom checks.
+    unsafe impl Sync for Slot {}
+
+    #[derive(Clone, Copy)]
+    struct Ptr<T>(*const T);
+    // SAFETY: the model only hands the pointer to setters while the owner
+    // keeps the pointee alive (until the latch is set).
+    unsafe impl<T> Send for Ptr<T> {}
+
+    /// The owner's wait, as `WorkerThread::idle`/`wait_for` do it.
+    fn wait(latch: &WorkerLatch, sleep: &Sleep, idx: usize) {
+        while !latch.probe() {
+            if latch.register(idx) {
+                break;
+            }
+            sleep.sleep(idx, || latch.probe());
+        }
+    }
+
+    /// A `Future::force`: one child sets the owner's `WorkerLatch` while the
+    /// owner registers and goes to sleep.
+    #[test]
+    fn loom_worker_latch_set_while_owner_sleeps_wakes_it() {
+        ::loom::model(|| {
+            let sleep = Arc::new(Sleep::new(2));
+            let latch = Box::into_raw(Box::new(WorkerLatch::new(&sleep)));
+            let result = Arc::new(Slot(UnsafeCell::new(0)));
+            let child = {
+                let (p, result) = (Ptr(latch.cast_const()), result.clone());
+                thread::spawn(move || {
+                    let p = p;
+                    // SAFETY: the owner reads it only after the latch is set.
+                    result.0.with_mut(|r| unsafe { *r = 7 });
+                    // SAFETY: the latch is live until it is set.
+                    unsafe { WorkerLatch::set(p.0) };
+                })
+            };
+            // SAFETY: the owner's latch, live until freed below.
+            let l = unsafe { &*latch };
+            wait(l, &sleep, 1);
+            // Set means the child's write is visible (loom checks the cell).
+            // SAFETY: written before the publish we just saw.
+            assert_eq!(result.0.with(|r| unsafe { *r }), 7);
+            l.state.store(POISON, Ordering::Relaxed);
+            child.join().unwrap();
+            assert_eq!(
+                l.state.load(Ordering::Relaxed),
+                POISON,
+                "set touched a freed latch"
+            );
+            // SAFETY: from `Box::into_raw` above; no setter is left.
+            drop(unsafe { Box::from_raw(latch) });
+        });
+    }
+
+    /// A scope: the owner's own party and two children count down; the last
+    /// one sets the inner latch and wakes the owner, which may be asleep.
+    #[test]
+    fn loom_count_latch_last_child_wakes_the_sleeping_owner() {
+        ::loom::model(|| {
+            let sleep = Arc::new(Sleep::new(1));
+            let latch = Box::into_raw(Box::new(CountLatch::new(&sleep)));
+            let results = Arc::new([Slot(UnsafeCell::new(0)), Slot(UnsafeCell::new(0))]);
+            let children: Vec<_> = (0..2)
+                .map(|i| {
+                    // SAFETY: live until the count reaches zero.
+                    unsafe { &*latch }.increment();
+                    let (p, results) = (Ptr(latch.cast_const()), results.clone());
+                    thread::spawn(move || {
+                        let p = p;
+                        // SAFETY: the owner reads it only after the count is zero.
+                        results[i].0.with_mut(|r| unsafe { *r = i + 1 });
+                        // SAFETY: this child's party is still counted.
+                        unsafe { CountLatch::decrement(p.0) };
+                    })
+                })
+                .collect();
+            // SAFETY: the owner's party keeps it alive; freed below.
+            let l = unsafe { &*latch };
+            // SAFETY: the owner's own party.
+            unsafe { CountLatch::decrement(latch) };
+            wait(l.latch(), &sleep, 0);
+            for (i, r) in results.iter().enumerate() {
+                // SAFETY: every child wrote before its decrement.
+                assert_eq!(r.0.with(|r| unsafe { *r }), i + 1);
+            }
+            l.count.store(POISON, Ordering::Relaxed);
+            l.latch.state.store(POISON, Ordering::Relaxed);
+            for c in children {
+                c.join().unwrap();
+            }
+            assert_eq!(
+                l.count.load(Ordering::Relaxed),
+                POISON,
+                "a child touched a freed latch"
+            );
+            assert_eq!(
+                l.latch.state.load(Ordering::Relaxed),
+                POISON,
+                "set touched a freed latch"
+            );
+            // SAFETY: from `Box::into_raw` above; no child is left.
+            drop(unsafe { Box::from_raw(latch) });
+        });
     }
 }

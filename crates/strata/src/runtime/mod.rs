@@ -78,6 +78,17 @@ pub enum BuildError {
     /// A pool needs at least one worker.
     #[error("a runtime needs at least one worker thread")]
     ZeroThreads,
+    /// The thread name given to [`Builder::name`] contains a NUL byte,
+    /// which OS thread names cannot hold. The name is given back.
+    ///
+    /// ```
+    /// use strata::runtime::{BuildError, Runtime};
+    ///
+    /// let err = Runtime::builder().name("a\0b").build().unwrap_err();
+    /// assert!(matches!(err, BuildError::InvalidName(ref n) if n == "a\0b"));
+    /// ```
+    #[error("thread name {0:?} contains a NUL byte")]
+    InvalidName(String),
     /// The OS refused to start a worker thread.
     #[error("could not spawn a worker thread: {0}")]
     Spawn(#[source] std::io::Error),
@@ -132,7 +143,9 @@ impl Builder {
         self
     }
 
-    /// Thread name prefix; workers are named `NAME-0`, `NAME-1`, …
+    /// Thread name prefix; workers are named `NAME-0`, `NAME-1`, … A name
+    /// with a NUL byte makes [`build`](Builder::build) fail with
+    /// [`BuildError::InvalidName`].
     ///
     /// ```
     /// let rt = strata::runtime::Runtime::builder().threads(1).name("io").build().unwrap();
@@ -180,6 +193,10 @@ impl Builder {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        // std panics on such a name when the thread is spawned.
+        if self.name.contains('\0') {
+            return Err(BuildError::InvalidName(self.name));
+        }
         let (registry, deques) = Registry::new(n);
         let cpus = if self.pin_threads {
             pin::allowed_cpus()
@@ -292,13 +309,45 @@ impl Runtime {
     /// let rt = strata::runtime::Runtime::global();
     /// assert_eq!(rt.install(|| 2 + 2), 4);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the global runtime is not started yet and the OS refuses to start
+    /// its threads (and so does every `join`, `scope` or `par` call made
+    /// outside a runtime in that case). Use [`Runtime::try_global`] to get
+    /// the error instead.
     pub fn global() -> &'static Runtime {
-        GLOBAL.get_or_init(|| {
-            Builder::default()
-                .name("strata-global")
-                .build()
-                .expect("strata: cannot start the global runtime")
-        })
+        Self::try_global()
+            .unwrap_or_else(|e| panic!("strata: cannot start the global runtime: {e}"))
+    }
+
+    /// [`Runtime::global`], or why it could not be started. After an
+    /// error nothing is kept: the next call (of either) tries again, so a
+    /// caller can retry once resources are freed.
+    ///
+    /// ```
+    /// use strata::runtime::Runtime;
+    ///
+    /// let rt = Runtime::try_global().expect("no threads for the global runtime");
+    /// assert_eq!(rt.install(|| 2 + 2), 4);
+    /// // Started once: every call returns the same runtime.
+    /// assert!(std::ptr::eq(rt, Runtime::global()));
+    /// ```
+    pub fn try_global() -> Result<&'static Runtime, BuildError> {
+        if let Some(rt) = GLOBAL.get() {
+            return Ok(rt);
+        }
+        // `OnceLock::get_or_try_init` is unstable: one starter at a time,
+        // so a failed start is not cached and no two pools are built.
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = STARTING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(rt) = GLOBAL.get() {
+            return Ok(rt);
+        }
+        let rt = Builder::default().name("strata-global").build()?;
+        Ok(GLOBAL.get_or_init(|| rt))
     }
 
     /// Number of worker threads.
@@ -312,9 +361,10 @@ impl Runtime {
     }
 
     /// Runs `f` on a worker of this runtime and returns its result; the
-    /// calling thread blocks meanwhile. Inside `f`, `join`, scopes and
-    /// `par` use this runtime. Called from one of its own workers, `f`
-    /// simply runs.
+    /// calling thread blocks meanwhile (a worker of another runtime keeps
+    /// running its own pool's jobs while it waits, so work queued on it is
+    /// not stranded). Inside `f`, `join`, scopes and `par` use this
+    /// runtime. Called from one of its own workers, `f` simply runs.
     ///
     /// ```
     /// let rt = strata::runtime::Runtime::builder().threads(2).build().unwrap();
@@ -388,7 +438,10 @@ impl Runtime {
     /// ```
     pub fn enter(&self) -> EnterGuard<'_> {
         ENTERED.with(|e| e.borrow_mut().push(self.registry.clone()));
-        EnterGuard { _rt: self }
+        EnterGuard {
+            rt: self,
+            _not_send: std::marker::PhantomData,
+        }
     }
 
     /// A snapshot of the pool's counters and queue depths.
@@ -479,15 +532,33 @@ impl fmt::Debug for Runtime {
 ///     assert_eq!(t.join().unwrap().as_deref(), Some("entered-0"));
 /// }
 /// ```
+///
+/// The guard belongs to the thread that entered: it is not `Send`, so it
+/// cannot leave another thread's stack of entered runtimes.
+///
+/// ```compile_fail
+/// let rt = strata::runtime::Runtime::builder().threads(1).build().unwrap();
+/// let guard = rt.enter();
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(guard)); // error: `*const ()` cannot be sent
+/// });
+/// ```
 #[must_use = "the runtime is only current while the guard lives"]
 pub struct EnterGuard<'a> {
-    _rt: &'a Runtime,
+    rt: &'a Runtime,
+    /// `!Send`: the entry lives in this thread's stack.
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl Drop for EnterGuard<'_> {
     fn drop(&mut self) {
         ENTERED.with(|e| {
-            e.borrow_mut().pop();
+            let mut e = e.borrow_mut();
+            // Guards dropped out of order remove their own entry, not the
+            // innermost one (entries of one runtime are interchangeable).
+            if let Some(i) = e.iter().rposition(|r| Arc::ptr_eq(r, &self.rt.registry)) {
+                e.remove(i);
+            }
         });
     }
 }

@@ -37,7 +37,7 @@ use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::CachePadded;
 
 use super::job::{Action, JobRef, StackJob};
-use super::latch::{LockLatch, WorkerLatch};
+use super::latch::{CrossLatch, LockLatch, WorkerLatch};
 use super::slab::SlabCursor;
 use super::sleep::Sleep;
 use super::spawn::LiveTasks;
@@ -231,18 +231,36 @@ impl Registry {
     }
 
     /// Runs `f` inside this pool: directly when already on one of its
-    /// workers, else by injecting it and blocking.
+    /// workers, else by injecting it and waiting — a worker of another pool
+    /// runs its own pool's jobs meanwhile, any other thread blocks.
     pub(crate) fn in_worker<F, R>(self: &Arc<Self>, f: F) -> R
     where
         F: FnOnce() -> R + Send,
         R: Send,
     {
-        let w = WorkerThread::current();
         // SAFETY: a non-null current worker is live for this whole call.
-        if !w.is_null() && ptr::eq(unsafe { &*(*w).registry }, &**self) {
-            return f();
+        match unsafe { WorkerThread::current().as_ref() } {
+            Some(w) if ptr::eq(&*w.registry, &**self) => f(),
+            Some(w) => self.in_worker_cross(w, f),
+            None => self.in_worker_cold(f),
         }
-        self.in_worker_cold(f)
+    }
+
+    /// `in_worker` from worker `w` of another pool. Blocking `w` would
+    /// strand the jobs queued on it, which `f` may need (a scope child whose
+    /// future `f` forces): `w` keeps working for its own pool while it waits.
+    #[cold]
+    fn in_worker_cross<F, R>(self: &Arc<Self>, w: &WorkerThread, f: F) -> R
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let job = StackJob::new(f, CrossLatch::new(w.registry()));
+        // SAFETY: `job` lives on this frame until its latch is set below.
+        self.inject(unsafe { job.as_job_ref() });
+        w.wait_until(job.latch().worker_latch());
+        // SAFETY: the latch is set.
+        unsafe { job.take_result() }
     }
 }
 
@@ -522,13 +540,23 @@ impl WorkerThread {
 
     /// Schedules a woken task: into the LIFO slot while a task is being
     /// polled here (the waker is likely its successor), else onto the deque.
+    ///
+    /// Only a job that lands where others can steal it wakes a sleeper
+    /// (tokio's rule): the LIFO slot is this worker's alone, so a sleeper
+    /// woken for it would find nothing, spin and park again. The trade-off,
+    /// shared with tokio: if the current poll runs long, the slot's job waits
+    /// for it to end; waking a sleeper never helped with that, since the
+    /// slot cannot be stolen. What bounds the wait: the job runs right after
+    /// the poll returns (`find_work` looks at the slot first), or earlier if
+    /// the poll waits on this worker (`join`, `block_on`, a scope or latch
+    /// wait all run `find_work`); a job displaced from the slot goes to the
+    /// deque and does wake a sleeper; after `LIFO_STREAK` slot jobs in a row
+    /// the slot's job is injected (which wakes one); and a worker that stops
+    /// injects it. A poll that never returns starves it, as in tokio.
     pub(crate) fn push_woken(&self, job: JobRef) {
         if self.in_poll.get() {
             if let Some(prev) = self.lifo.replace(Some(job)) {
                 self.push(prev);
-            } else {
-                // Someone else may be idle while this worker is busy.
-                self.registry.sleep.notify_one();
             }
         } else {
             self.push(job);
@@ -570,8 +598,10 @@ impl WorkerThread {
         // allocated its nodes. Which half runs first is unspecified.
         if self.tail.get() - self.head.get() >= RING && !self.anyone_idle() {
             // The common case deep in a recursion: nothing to do but run.
+            // (If `b` panics, `a` still runs, from the guard's drop.)
+            let a = OtherHalf::new(a);
             let rb = b();
-            return (a(), rb);
+            return (a.run(), rb);
         }
         let (rb, ra) = self.join_offering(b, a);
         (ra, rb)
@@ -591,8 +621,9 @@ impl WorkerThread {
             if self.work_requested() {
                 self.promote();
             }
+            let offered = OtherHalf::new(offered);
             let ra = first();
-            return (ra, offered());
+            return (ra, offered.run());
         }
         let job = StackJob::new(offered, WorkerLatch::new(&self.registry.sleep));
         // SAFETY: `job` stays in this frame until it is run inline, taken
@@ -641,31 +672,73 @@ impl WorkerThread {
         unsafe { job.take_result() }
     }
 
-    /// The inline half panicked: make sure nobody runs the offered half on
-    /// a dead frame, then let the panic continue.
+    /// The inline half panicked: the offered half still runs to completion
+    /// (here if nobody took it, else its thief is waited for), so that
+    /// nobody runs it on a dead frame and its effects are complete when the
+    /// panic continues. Its result, or its own panic, is dropped: the first
+    /// panic wins.
     #[cold]
     fn recover<F, R>(&self, job: &StackJob<WorkerLatch, F, R>, job_ref: JobRef, p: usize)
     where
         F: FnOnce() -> R + Send,
         R: Send,
     {
+        let run_here = || {
+            // SAFETY: the job is private or was popped back, so this thread
+            // holds its only ref.
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| unsafe { job.run_taken_back() }));
+        };
         if self.head.get() <= p {
             self.tail.set(p);
-            return; // private: dropped unrun
+            return run_here(); // private: nobody else can have seen it
         }
         self.head.set(p);
         self.tail.set(p);
         while !job.latch().probe() {
             match self.deque.pop() {
-                Some(j) if j.same(job_ref) => return, // taken back: dropped unrun
+                Some(j) if j.same(job_ref) => return run_here(),
                 Some(j) => self.execute(j),
                 None => break,
             }
         }
-        // The offered half's result or panic is dropped with the frame: the
-        // first panic wins.
         self.wait_until(job.latch());
     }
+}
+
+/// The half of a `join` that runs second when nobody can take it: run by
+/// [`OtherHalf::run`], or — if the first half unwinds — by the guard's
+/// drop, so both halves always run (rayon's rule). Its own panic during
+/// that unwinding is caught and dropped: the first panic wins.
+struct OtherHalf<F: FnOnce() -> R, R>(Option<F>);
+
+impl<F: FnOnce() -> R, R> OtherHalf<F, R> {
+    #[inline(always)]
+    fn new(f: F) -> Self {
+        Self(Some(f))
+    }
+
+    #[inline(always)]
+    fn run(mut self) -> R {
+        match self.0.take() {
+            Some(f) => f(),
+            None => unreachable!("join half taken twice"),
+        }
+    }
+}
+
+impl<F: FnOnce() -> R, R> Drop for OtherHalf<F, R> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            run_other_half(f);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn run_other_half<F: FnOnce() -> R, R>(f: F) {
+    let _ = panic::catch_unwind(AssertUnwindSafe(f));
 }
 
 impl super::spawn::Schedule for Arc<Registry> {

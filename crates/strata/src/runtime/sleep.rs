@@ -131,7 +131,14 @@ impl Sleep {
     #[inline]
     pub(crate) fn notify_worker(&self, idx: usize) {
         fence(Ordering::SeqCst);
-        if !self.slots[idx].asleep.load(Ordering::Relaxed) {
+        // (An index of another pool would be a bug: waiters register only
+        // with latches of their own pool.)
+        debug_assert!(idx < self.slots.len(), "worker {idx} is not in this pool");
+        if !self
+            .slots
+            .get(idx)
+            .is_some_and(|s| s.asleep.load(Ordering::Relaxed))
+        {
             return;
         }
         self.wake_worker(idx);

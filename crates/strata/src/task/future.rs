@@ -13,10 +13,22 @@ use crate::runtime::{Latch, WorkerLatch, WorkerThread};
 /// replaces it with the child's own panic when it re-raises.
 pub(crate) struct ChildPanicked;
 
+/// Panic payload of a [`Future::force`] whose child was dropped without
+/// running (its runtime shut down with the child still queued): the scope
+/// turns it into `Err(TaskError::Cancelled)`.
+pub(crate) struct ChildDropped;
+
+enum Value<T> {
+    Pending,
+    Ready(T),
+    Panicked,
+    Dropped,
+    Taken,
+}
+
 pub(crate) struct FutureSlot<T> {
     latch: WorkerLatch,
-    /// `Some(Some(v))`: the value; `Some(None)`: the child panicked.
-    value: Mutex<Option<Option<T>>>,
+    value: Mutex<Value<T>>,
     waker: Mutex<Option<Waker>>,
 }
 
@@ -24,13 +36,13 @@ impl<T> FutureSlot<T> {
     pub(crate) fn new(sleep: &crate::runtime::Sleep) -> Self {
         Self {
             latch: WorkerLatch::new(sleep),
-            value: Mutex::new(None),
+            value: Mutex::new(Value::Pending),
             waker: Mutex::new(None),
         }
     }
 
-    pub(crate) fn fill(&self, v: Option<T>) {
-        *self.value.lock() = Some(v);
+    fn fill(&self, v: Value<T>) {
+        *self.value.lock() = v;
         // SAFETY: the slot is kept alive by the Arc this caller holds.
         unsafe { WorkerLatch::set(&self.latch) };
         let w = self.waker.lock().take();
@@ -40,10 +52,37 @@ impl<T> FutureSlot<T> {
     }
 
     fn take(&self) -> T {
-        match self.value.lock().take() {
-            Some(Some(v)) => v,
-            Some(None) => std::panic::resume_unwind(Box::new(ChildPanicked)),
-            None => panic!("strata task::Future value taken twice"),
+        match std::mem::replace(&mut *self.value.lock(), Value::Taken) {
+            Value::Ready(v) => v,
+            Value::Panicked => std::panic::resume_unwind(Box::new(ChildPanicked)),
+            Value::Dropped => std::panic::resume_unwind(Box::new(ChildDropped)),
+            Value::Pending | Value::Taken => panic!("strata task::Future value taken twice"),
+        }
+    }
+}
+
+/// The child's side of a [`FutureSlot`]: fills it exactly once, with the
+/// value, with "panicked", or — if the child is dropped without running —
+/// with "dropped", so that a `force` never waits for a child that is gone.
+pub(crate) struct Filler<T>(Option<StdArc<FutureSlot<T>>>);
+
+impl<T> Filler<T> {
+    pub(crate) fn new(slot: StdArc<FutureSlot<T>>) -> Self {
+        Self(Some(slot))
+    }
+
+    /// `None`: the child panicked.
+    pub(crate) fn fill(mut self, v: Option<T>) {
+        if let Some(slot) = self.0.take() {
+            slot.fill(v.map_or(Value::Panicked, Value::Ready));
+        }
+    }
+}
+
+impl<T> Drop for Filler<T> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.fill(Value::Dropped);
         }
     }
 }
@@ -54,6 +93,8 @@ impl<T> FutureSlot<T> {
 /// [`force`](Future::force) blocks until the value is there (on a worker,
 /// running other jobs meanwhile); `.await` waits asynchronously. If the
 /// child panicked, forcing re-raises (the scope reports the child's panic).
+/// If the child never ran because its runtime shut down, forcing unwinds
+/// the scope body and the scope returns `Err(TaskError::Cancelled)`.
 /// Dropping it does not stop the child: the scope still waits for it.
 ///
 /// ```
@@ -88,8 +129,15 @@ impl<'scope, T> Future<'scope, T> {
         if !self.slot.latch.probe() {
             // SAFETY: a non-null current worker is live for this call.
             match unsafe { WorkerThread::current().as_ref() } {
-                Some(w) => w.wait_until(&self.slot.latch),
-                None => return crate::runtime::block_on(self),
+                // The latch wakes its waiter by worker index in the scope's
+                // pool: only a worker of that pool may register with it.
+                Some(w) if self.slot.latch.wakes_in(&w.registry().sleep) => {
+                    w.wait_until(&self.slot.latch)
+                }
+                // Outside any pool, or on a worker of another runtime: wait
+                // through the waker (a foreign worker keeps running its own
+                // pool's jobs meanwhile).
+                _ => return crate::runtime::block_on(self),
             }
         }
         self.slot.take()

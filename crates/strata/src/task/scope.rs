@@ -6,7 +6,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 
-use super::future::{Future, FutureSlot};
+use super::future::{ChildDropped, ChildPanicked, Filler, Future, FutureSlot};
 use super::{CancelToken, Cancelled, TaskError};
 use crate::loom::sync::Mutex;
 use crate::runtime::{CountLatch, Registry, WorkerThread, with_current};
@@ -114,6 +114,12 @@ impl ScopeState {
     }
 
     pub(crate) fn panicked(&self, payload: Box<dyn Any + Send>) {
+        // A child that forced a future whose child never ran is cancelled,
+        // not failed.
+        if payload.is::<ChildDropped>() {
+            self.token.cancel();
+            return;
+        }
         {
             let mut slot = self.panic.lock();
             if slot.is_none() {
@@ -155,6 +161,57 @@ pub(crate) struct StatePtr(pub(crate) *const ScopeState);
 // SAFETY: `ScopeState` is Sync (atomics, locks, an Arc'd registry); the
 // pointer is only dereferenced while the scope waits for its children.
 unsafe impl Send for StatePtr {}
+
+/// A scope child: its closure and the count it holds on the scope's latch.
+///
+/// However the child goes away — run, skipped because the scope was
+/// cancelled, drained unrun when its runtime shut down, or dropped in any
+/// other way — `Drop` counts it down exactly once, and only after the
+/// closure and everything it owns are gone (they may borrow from the
+/// scope's caller, who may return the moment the count reaches zero). A
+/// child dropped without running cancels the scope: it cannot complete.
+struct Child<F: FnOnce(&ScopeState)> {
+    f: Option<F>,
+    state: StatePtr,
+}
+
+impl<F: FnOnce(&ScopeState)> Child<F> {
+    /// Counts one more child on `state` and wraps `f`.
+    fn new(state: &ScopeState, f: F) -> Self {
+        state.increment();
+        Self {
+            f: Some(f),
+            state: StatePtr(state),
+        }
+    }
+
+    fn run(mut self) {
+        let f = self.f.take().expect("a scope child runs once");
+        // SAFETY: the scope waits for this child's count before its state
+        // dies, and the count is only given back when `self` drops below.
+        let state = unsafe { &*self.state.0 };
+        // `f` catches the user closure's panics; this also catches those of
+        // dropping what it owns, which must not escape into the job loop.
+        if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| f(state))) {
+            state.panicked(p);
+        }
+    }
+}
+
+impl<F: FnOnce(&ScopeState)> Drop for Child<F> {
+    fn drop(&mut self) {
+        // SAFETY: as in `run`: the count is still held.
+        let state = unsafe { &*self.state.0 };
+        if let Some(f) = self.f.take() {
+            state.token.cancel();
+            if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| drop(f))) {
+                state.panicked(p);
+            }
+        }
+        // SAFETY: this child's one decrement; nothing touched after.
+        unsafe { ScopeState::decrement(self.state.0) }
+    }
+}
 
 /// A scope in which children that borrow from the caller can be spawned;
 /// see [`scope`].
@@ -204,26 +261,21 @@ impl<'scope, 'env> Scope<'scope, 'env> {
     where
         F: FnOnce(&Cx<'_>) -> Result<(), TaskError> + Send + 'scope,
     {
-        self.state.increment();
-        let ptr = StatePtr(&self.state);
-        let job = move || {
-            let ptr = ptr;
-            // SAFETY: the scope waits for this child before its state dies.
-            let state = unsafe { &*ptr.0 };
-            if !state.token.is_cancelled() {
-                let cx = Cx::new(&state.token);
-                match panic::catch_unwind(AssertUnwindSafe(|| f(&cx))) {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => state.fail(e),
-                    Err(p) => state.panicked(p),
-                }
+        let child = Child::new(&self.state, move |state: &ScopeState| {
+            if state.token.is_cancelled() {
+                return; // skipped; `f` is dropped before the count is given back
             }
-            // SAFETY: this child's one decrement; nothing touched after.
-            unsafe { ScopeState::decrement(ptr.0) }
-        };
-        // SAFETY: the job decrements the latch once, and borrows only
-        // 'scope data, which the scope keeps alive until the count is zero.
-        unsafe { self.state.push(HeapJob::into_job_ref(job)) };
+            let cx = Cx::new(&state.token);
+            match panic::catch_unwind(AssertUnwindSafe(|| f(&cx))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => state.fail(e),
+                Err(p) => state.panicked(p),
+            }
+        });
+        // SAFETY: the child gives its count back exactly once, however it
+        // ends (see `Child`), and borrows only 'scope data, which the scope
+        // keeps alive until the count is zero.
+        unsafe { self.state.push(HeapJob::into_job_ref(move || child.run())) };
     }
 
     /// Starts `f` on the pool and returns a [`Future`] of its value, to
@@ -246,29 +298,20 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         T: Send + 'scope,
     {
         let slot = Arc::new(FutureSlot::new(&self.state.registry.sleep));
-        self.state.increment();
-        let ptr = StatePtr(&self.state);
-        let child_slot = slot.clone();
-        let job = move || {
-            let ptr = ptr;
-            // SAFETY: the scope waits for this child before its state dies.
-            let state = unsafe { &*ptr.0 };
+        let filler = Filler::new(slot.clone());
+        let child = Child::new(&self.state, move |state: &ScopeState| {
             let cx = Cx::new(&state.token);
-            let out = panic::catch_unwind(AssertUnwindSafe(|| f(&cx)));
-            let ok = match out {
-                Ok(v) => Some(v),
+            match panic::catch_unwind(AssertUnwindSafe(|| f(&cx))) {
+                Ok(v) => filler.fill(Some(v)),
                 Err(p) => {
                     state.panicked(p);
-                    None
+                    filler.fill(None);
                 }
-            };
-            child_slot.fill(ok);
-            drop(child_slot);
-            // SAFETY: this child's one decrement; nothing touched after.
-            unsafe { ScopeState::decrement(ptr.0) }
-        };
-        // SAFETY: as in `spawn`.
-        unsafe { self.state.push(HeapJob::into_job_ref(job)) };
+            }
+        });
+        // SAFETY: as in `spawn`; a child dropped unrun fills its slot with
+        // "dropped" (the `Filler`) before it gives its count back.
+        unsafe { self.state.push(HeapJob::into_job_ref(move || child.run())) };
         Future::new(slot)
     }
 
@@ -378,10 +421,20 @@ where
         Err(p) => {
             // A `force` of a panicked future unwinds the body with a marker;
             // the child's own payload is the one to re-raise.
-            if p.is::<super::future::ChildPanicked>()
+            if (p.is::<ChildPanicked>() || p.is::<ChildDropped>())
                 && let Some(cp) = child_panic
             {
                 panic::resume_unwind(cp);
+            }
+            // A `force` of a future whose child never ran (its runtime shut
+            // down): the scope was cancelled, not failed.
+            if p.is::<ChildDropped>() {
+                return Err(scope
+                    .state
+                    .error
+                    .lock()
+                    .take()
+                    .unwrap_or(TaskError::Cancelled));
             }
             panic::resume_unwind(p)
         }

@@ -34,8 +34,14 @@ struct State {
     waker: Option<Waker>,
     error: Option<TaskError>,
     panic: Option<Box<dyn Any + Send>>,
+    /// Handles of the children (to cancel them), finished ones pruned on
+    /// `spawn` once the list reaches `prune_at`.
     tasks: Vec<Task<()>>,
+    prune_at: usize,
 }
+
+/// Smallest `prune_at`: below it pruning is not worth a pass.
+const PRUNE_MIN: usize = 16;
 
 struct Inner {
     token: CancelToken,
@@ -162,8 +168,21 @@ impl AsyncScope {
         if self.inner.token.is_cancelled() {
             drop(st);
             task.cancel();
-        } else {
-            st.tasks.push(task);
+            return;
+        }
+        st.tasks.push(task);
+        if st.tasks.len() >= st.prune_at {
+            // A long-lived scope (an accept loop) must not keep one handle
+            // per child it ever ran: drop the finished ones. Doubling the
+            // threshold keeps this O(1) amortized per spawn and the list
+            // below twice the peak number of running children (+16).
+            let (done, live): (Vec<_>, Vec<_>) = std::mem::take(&mut st.tasks)
+                .into_iter()
+                .partition(Task::is_finished);
+            st.prune_at = (2 * live.len()).max(PRUNE_MIN);
+            st.tasks = live;
+            drop(st);
+            drop(done); // finished: dropping a handle does nothing more
         }
     }
 
@@ -276,6 +295,7 @@ where
                 error: None,
                 panic: None,
                 tasks: Vec::new(),
+                prune_at: PRUNE_MIN,
             }),
         }),
         registry: with_current(|reg| reg.clone()),
@@ -307,4 +327,36 @@ where
         return Err(TaskError::Cancelled);
     }
     Ok(r)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::runtime::Runtime;
+
+    #[test]
+    fn a_long_lived_scope_keeps_only_a_bounded_number_of_child_handles() {
+        let rt = Runtime::builder().threads(2).build().unwrap();
+        let (max_kept, ran) = rt
+            .block_on(scope_async(async |s| {
+                let mut max_kept = 0;
+                let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                // One child at a time, as an accept loop would over its life.
+                for _ in 0..5_000 {
+                    let done = CancelToken::new();
+                    let (d, ran) = (done.clone(), ran.clone());
+                    s.spawn(async move {
+                        ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        d.cancel();
+                        Ok(())
+                    });
+                    done.cancelled().await;
+                    max_kept = max_kept.max(s.inner.state.lock().tasks.len());
+                }
+                (max_kept, ran)
+            }))
+            .unwrap();
+        assert_eq!(ran.load(std::sync::atomic::Ordering::Relaxed), 5_000);
+        assert!(max_kept <= 2 * PRUNE_MIN, "kept {max_kept} handles");
+    }
 }
