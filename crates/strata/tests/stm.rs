@@ -23,6 +23,21 @@ fn xorshift(s: &mut u64) -> u64 {
     *s
 }
 
+/// Runs `f` on a thread of its own and fails the test if it does not return
+/// within a generous bound: for code that used to hang, so that a
+/// regression fails instead of blocking the suite (not a timing assertion).
+fn finishes<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (done, result) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(catch_unwind(AssertUnwindSafe(f)));
+    });
+    match result.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{what}: did not finish (hung)"),
+    }
+}
+
 // ---------------------------------------------------------------- basics
 
 #[test]
@@ -601,6 +616,154 @@ fn validator_rejects_the_whole_commit() {
     name.clear_validator();
     atomically(|tx| tx.write(&name, String::new())).unwrap();
     assert_eq!(name.load(), "");
+}
+
+/// A validator may load other `TVar`s of the commit it validates (whose
+/// locks the commit holds): it sees the values the commit would store,
+/// commutes applied, whatever the order of the writes.
+#[test]
+fn validators_load_the_values_being_committed() {
+    finishes("validator loading a TVar of its own commit", || {
+        let limit = TVar::new(10u64);
+        let used = TVar::new(0u64);
+        let l = limit.clone();
+        used.set_validator(move |u| *u <= l.load());
+        atomically(|tx| {
+            tx.write(&limit, 20)?;
+            tx.write(&used, 15)
+        })
+        .unwrap();
+        atomically(|tx| {
+            tx.write(&used, 18)?;
+            tx.write(&limit, 18)
+        })
+        .unwrap();
+        assert_eq!(
+            atomically(|tx| {
+                tx.write(&used, 17)?;
+                tx.write(&limit, 16)
+            }),
+            Err(StmError::Invalid { tvar: used.id() })
+        );
+        assert_eq!((limit.load(), used.load()), (18, 18));
+        // The commute of `limit` is applied before any validator runs, even
+        // though `used` comes first in the write set.
+        atomically(|tx| {
+            tx.write(&used, 25)?;
+            tx.commute(&limit, |l| l + 10)
+        })
+        .unwrap();
+        assert_eq!((limit.load(), used.load()), (28, 25));
+        // A `TVar` outside the commit loads as its committed value.
+        assert!(atomically(|tx| tx.write(&used, 29)).is_err());
+        atomically(|tx| tx.write(&used, 28)).unwrap();
+
+        // Boxed values, and a validator loading its own `TVar`.
+        let names = TVar::new(vec![String::from("a")]);
+        let count = TVar::new(1usize);
+        let (n, c) = (names.clone(), count.clone());
+        count.set_validator(move |k| *k == n.load().len() && *k == c.load());
+        atomically(|tx| {
+            tx.modify(&names, |mut v| {
+                v.push("b".into());
+                v
+            })?;
+            tx.modify(&count, |k| k + 1)
+        })
+        .unwrap();
+        assert!(atomically(|tx| tx.write(&count, 5)).is_err());
+        assert_eq!((names.load().len(), count.load()), (2, 2));
+    });
+}
+
+/// Inside a commute function a `TVar` of the same commit loads as the value
+/// before the commit; inside a closure `load` ignores the transaction's own
+/// writes.
+#[test]
+fn load_inside_a_transaction_is_the_committed_value() {
+    finishes("load inside a commit", || {
+        let a = TVar::new(0u64);
+        let b = TVar::new(5u64);
+        atomically(|tx| {
+            tx.write(&b, 100)?;
+            assert_eq!(b.load(), 5);
+            tx.commute(&a, |x| x + b.load())
+        })
+        .unwrap();
+        assert_eq!((a.load(), b.load()), (5, 100));
+    });
+}
+
+/// Serial mode keeps every `TVar` it touched locked for the whole attempt;
+/// `load` (and `Debug`, which loads) inside it must not wait for the
+/// transaction's own lock. It returns the committed value, which nothing
+/// can change meanwhile.
+#[test]
+fn load_and_debug_inside_a_serial_transaction() {
+    finishes("load inside a serial transaction", || {
+        let a = Arc::new(TVar::new(0u64));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (a, stop) = (a.clone(), stop.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    atomically(|tx| tx.modify(&a, |x| x + 1)).unwrap();
+                }
+            })
+        };
+        let runs = AtomicU64::new(0);
+        let (n, read, loaded, shown) = atomically(|tx| {
+            let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+            let x = tx.read(&a)?;
+            if n <= 12 {
+                // Make this attempt lose: wait for the writer to commit.
+                while a.load() == x {
+                    thread::yield_now();
+                }
+            }
+            tx.write(&a, 1 << 40)?;
+            Ok((n, x, a.load(), format!("{a:?}")))
+        })
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        // Twelve conflicts, then the serial attempt.
+        assert_eq!(n, 13);
+        assert_eq!(loaded, read);
+        assert!(shown.contains(&format!("value: {read}")), "{shown}");
+        assert!(a.load() >= 1 << 40);
+    });
+}
+
+/// Two commits whose validators load each other's `TVar`s: neither waits
+/// for the other's locks while holding its own.
+#[test]
+fn validators_loading_each_others_tvars_do_not_deadlock() {
+    finishes("crossed validators", || {
+        let x = Arc::new(TVar::new(0u64));
+        let y = Arc::new(TVar::new(0u64));
+        let y2 = y.clone();
+        x.set_validator(move |v| *v + y2.load() < u64::MAX);
+        let x2 = x.clone();
+        y.set_validator(move |v| *v + x2.load() < u64::MAX);
+        let writers: Vec<_> = [x.clone(), y.clone()]
+            .into_iter()
+            .map(|v| {
+                thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        atomically(|tx| tx.modify(&v, |n| n + 1)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!((x.load(), y.load()), (20_000, 20_000));
+        // The validators hold each other's `TVar`: break the cycle.
+        x.clear_validator();
+        y.clear_validator();
+    });
 }
 
 #[test]

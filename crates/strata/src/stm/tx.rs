@@ -14,9 +14,10 @@ use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use super::buffers::{Buffers, ReadEntry, Undo};
-use super::clock::{self, LOCKED, SERIAL_LOCKED, WAITERS, is_locked, version};
+use super::clock::{self, LOCKED, WAITERS, is_locked, version};
 use super::entry::{CommuteList, State, WriteEntry, make_slot, value_of};
 use super::error::{TxError, TxSignal};
+use super::own::{self, CommitView};
 use super::reclaim::{self, Pin};
 use super::stats::Counter;
 use super::tvar::{Core, HAS_VALIDATOR, HAS_WATCHES, Inner, Sample, TVar};
@@ -417,12 +418,15 @@ impl<'env, E> Tx<'env, E> {
         }
         // SAFETY: the core belongs to a `TVar` borrowed for `'env`.
         let lock = unsafe { &(*core).lock };
+        // This thread's own serial word, so that `TVar::load` can tell it
+        // holds the lock.
+        let mine = own::serial_word();
         let mut spins = 0u32;
         loop {
             let w = lock.load(Ordering::Relaxed);
             if !is_locked(w)
                 && lock
-                    .compare_exchange_weak(w, SERIAL_LOCKED, Ordering::SeqCst, Ordering::Relaxed)
+                    .compare_exchange_weak(w, mine, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
             {
                 self.b.held.push((core, w));
@@ -431,7 +435,8 @@ impl<'env, E> Tx<'env, E> {
                 return w;
             }
             // Only committers hold locks besides us (one serial transaction
-            // at a time), and they hold them briefly and never wait for us.
+            // at a time), and they hold them briefly and never wait for us
+            // (not even a validator's `TVar::load`: see `own`).
             spins += 1;
             if spins < 64 {
                 hint::spin_loop();
@@ -840,15 +845,14 @@ impl<'env, E> Tx<'env, E> {
     /// have changed and the commit cannot fail (bar a validator).
     fn commit_serial(&mut self) -> Result<(), CommitError> {
         let mut hooks = 0u8;
-        for e in self.b.writes.iter_mut() {
+        for e in self.b.writes.iter() {
             // SAFETY: the core outlives the transaction.
-            let flags = unsafe { (*e.core).flags.load(Ordering::Acquire) };
-            hooks |= flags;
-            // SAFETY: serial mode holds the lock of every entry's TVar.
-            if flags & HAS_VALIDATOR != 0 && !unsafe { (e.ops.validate)(e) } {
-                // SAFETY: the core outlives the transaction.
-                return Err(CommitError::Invalid(unsafe { (*e.core).id }));
-            }
+            hooks |= unsafe { (*e.core).flags.load(Ordering::Acquire) };
+        }
+        if hooks & HAS_VALIDATOR != 0 {
+            // Serial mode holds the lock of every entry's TVar; its
+            // commutes were applied at once.
+            validate_writes(&self.b.writes)?;
         }
         let replaced = self.b.held.iter().map(|&(_, old)| version(old)).max();
         let wv = clock::write_version(replaced.unwrap_or(0));
@@ -939,17 +943,30 @@ impl<'env, E> Tx<'env, E> {
     }
 }
 
-/// Under the commit's locks: applies pending commutes and runs validators.
+/// Under the commit's locks: applies pending commutes, then runs
+/// validators — all commutes first, so that a validator loading another
+/// `TVar` of the commit sees its final value.
 #[cold]
 fn prepare(writes: &mut [WriteEntry]) -> Result<(), CommitError> {
-    for e in writes.iter_mut() {
-        if e.state == State::Commute {
-            // SAFETY: we hold the lock of every entry's TVar.
-            unsafe { (e.ops.resolve)(e) };
+    {
+        let _view = CommitView::resolving(writes);
+        for e in writes.iter_mut() {
+            if e.state == State::Commute {
+                // SAFETY: we hold the lock of every entry's TVar.
+                unsafe { (e.ops.resolve)(e) };
+            }
         }
+    }
+    validate_writes(writes)
+}
+
+/// Under the commit's locks, every entry `Value`: runs the validators.
+fn validate_writes(writes: &[WriteEntry]) -> Result<(), CommitError> {
+    let _view = CommitView::validating(writes);
+    for e in writes {
         // SAFETY: the core outlives the transaction.
         let flags = unsafe { (*e.core).flags.load(Ordering::Acquire) };
-        // SAFETY: entries are `Value` after `resolve`.
+        // SAFETY: we hold the lock of every entry's TVar; entries are `Value`.
         if flags & HAS_VALIDATOR != 0 && !unsafe { (e.ops.validate)(e) } {
             // SAFETY: the core outlives the transaction.
             return Err(CommitError::Invalid(unsafe { (*e.core).id }));
