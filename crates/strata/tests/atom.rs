@@ -246,6 +246,95 @@ fn replaced_values_are_eventually_reclaimed() {
     assert_eq!(LIVE.load(Ordering::SeqCst), 0, "values leaked");
 }
 
+/// Counts the values alive of one test (each test its own counter).
+struct Counted<const BYTES: usize> {
+    live: &'static AtomicU64,
+    _payload: Box<[u8]>,
+}
+
+impl<const BYTES: usize> Counted<BYTES> {
+    fn new(live: &'static AtomicU64) -> Self {
+        live.fetch_add(1, Ordering::SeqCst);
+        Counted {
+            live,
+            _payload: vec![7u8; BYTES].into_boxed_slice(),
+        }
+    }
+}
+
+impl<const BYTES: usize> Drop for Counted<BYTES> {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A thread that stops writing does not keep the values it replaced: after
+/// 20 resets of 1 MiB values (fewer than a reclamation batch) and the atom
+/// dropped, a few unrelated pins of the same thread let every one of them
+/// go — their drops run.
+#[test]
+fn replaced_values_are_freed_after_the_writer_stops() {
+    let _serial = one_at_a_time();
+    static LIVE: AtomicU64 = AtomicU64::new(0);
+    let a = Atom::new(Counted::<{ 1 << 20 }>::new(&LIVE));
+    for _ in 0..20 {
+        assert!(a.reset(Counted::new(&LIVE)).is_ok());
+    }
+    drop(a);
+    let other = Atom::new(0u8);
+    // A few hundred pins are enough when no other thread holds the epoch
+    // back; the bound only stops a broken build from looping for ever.
+    let (start, mut pins) = (std::time::Instant::now(), 0u64);
+    while LIVE.load(Ordering::SeqCst) > 0 && start.elapsed() < std::time::Duration::from_secs(20) {
+        other.read(|x| assert_eq!(*x, 0));
+        pins += 1;
+        if pins % 1024 == 0 {
+            thread::yield_now();
+        }
+    }
+    assert_eq!(
+        LIVE.load(Ordering::SeqCst),
+        0,
+        "values still alive after {pins} pins"
+    );
+}
+
+/// Large values do not wait for a batch of 32 to fill: a thread resetting
+/// an atom of 100 KB values keeps only a few of them alive at once.
+#[test]
+fn large_replaced_values_are_freed_as_the_writer_goes() {
+    let _serial = one_at_a_time();
+    static LIVE: AtomicU64 = AtomicU64::new(0);
+    #[allow(dead_code)] // only its size matters
+    struct Big([u8; 100_000]);
+    impl Big {
+        fn new() -> Self {
+            LIVE.fetch_add(1, Ordering::SeqCst);
+            Big([1; 100_000])
+        }
+    }
+    impl Drop for Big {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(|| {
+            let a = Atom::from_arc(Arc::new(Big::new()));
+            let mut most = 0;
+            for _ in 0..300 {
+                assert!(a.reset(Big::new()).is_ok());
+                most = most.max(LIVE.load(Ordering::SeqCst));
+            }
+            // A batch used to hold up to 32 of them before it could be freed.
+            assert!(most < 24, "{most} values of 100 KB alive at once");
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
 #[test]
 fn word_atom_swaps_from_many_threads_lose_nothing() {
     let _serial = one_at_a_time();

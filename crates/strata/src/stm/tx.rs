@@ -1078,9 +1078,10 @@ impl<E> Drop for Tx<'_, E> {
             self.drop_slow();
         }
         // Plain entries stay in the sets: the next attempt's start drops
-        // them (no need to clear twice).
-        self.pin = None;
+        // them (no need to clear twice). Unpinning may free old values:
+        // their drops run outside the transaction.
         self.exit();
+        self.pin = None;
         // SAFETY: `b` is not used after this.
         let b = unsafe { ManuallyDrop::take(&mut self.b) };
         Buffers::give_back(b);
