@@ -334,6 +334,74 @@ fn retry_sleeps_through_unrelated_commits() {
     assert!(after.wakeups > before.wakeups);
 }
 
+/// Runs `name` alone in a child process, so that the process-wide
+/// [`stats`] count only what it does. `false` in the child: run the body.
+fn run_isolated(name: &str) -> bool {
+    if std::env::var_os("STRATA_ISOLATED_TEST").is_some() {
+        return false;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env("STRATA_ISOLATED_TEST", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "isolated {name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
+/// The wake-ups of a transaction retrying on X while only Y changes, as
+/// counted in `stats()` (alone in a child process, so the counts are this
+/// test's): it blocks once, no commit wakes it, and the OS wakes it
+/// spuriously a handful of times at most; the commit to X wakes it once.
+#[test]
+fn retry_wakeups_in_stats_stay_few_while_only_unrelated_tvars_change() {
+    if run_isolated("retry_wakeups_in_stats_stay_few_while_only_unrelated_tvars_change") {
+        return;
+    }
+    let x = TVar::new(0u64);
+    let y = TVar::new(0u64);
+    let before = stats();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            atomically(|tx| {
+                let v = tx.read(&x)?;
+                check(v != 0)?;
+                Ok(v)
+            })
+            .unwrap()
+        });
+        while stats().retries == before.retries {
+            thread::yield_now();
+        }
+        for i in 0..20_000 {
+            atomically(|tx| tx.write(&y, i)).unwrap();
+            if i % 1_000 == 0 {
+                // Let the waiter's core run, should anything wake it.
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let during = stats();
+        // Release the waiter before asserting, so a failure fails rather
+        // than hangs the scope.
+        atomically(|tx| tx.write(&x, 7)).unwrap();
+        assert_eq!(waiter.join().unwrap(), 7);
+        assert_eq!(during.retries - before.retries, 1, "{during:?}");
+        assert_eq!(during.wakeups, before.wakeups, "{during:?}");
+        assert!(
+            during.spurious_wakeups - before.spurious_wakeups <= 5,
+            "{during:?}"
+        );
+    });
+    let after = stats();
+    assert_eq!(after.wakeups - before.wakeups, 1, "{after:?}");
+    assert_eq!(after.retries - before.retries, 1, "{after:?}");
+}
+
 #[test]
 fn retry_with_empty_read_set_is_an_error() {
     assert_eq!(
