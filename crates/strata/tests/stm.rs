@@ -1165,6 +1165,74 @@ fn async_under_futures_executor_with_user_errors() {
     assert_eq!(r, Err(StmError::Abort("small")));
 }
 
+/// Polling an `Atomically` future again after it returned `Ready` (misuse)
+/// never runs the transaction again: the effect is not doubled, and the
+/// re-poll gets a typed error instead of a panic, for every way the first
+/// poll finished (commit, user abort, timeout).
+#[test]
+fn polling_a_finished_atomically_again_never_reruns_it() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let n = TVar::new(0u32);
+    let runs = AtomicUsize::new(0);
+    let mut fut = atomically_async(|tx| {
+        runs.fetch_add(1, Ordering::Relaxed);
+        tx.modify(&n, |x| x + 1)?;
+        tx.read(&n)
+    });
+    assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(Ok(1)));
+    for _ in 0..3 {
+        assert_eq!(
+            Pin::new(&mut fut).poll(&mut cx),
+            Poll::Ready(Err(StmError::PolledAfterCompletion))
+        );
+    }
+    assert_eq!(n.load(), 1);
+    assert_eq!(runs.load(Ordering::Relaxed), 1);
+
+    let mut aborted = atomically_async_with(Limits::default(), |tx| {
+        runs.fetch_add(1, Ordering::Relaxed);
+        tx.write(&n, 100)?;
+        abort("no")
+    });
+    let r: Poll<Result<(), _>> = Pin::new(&mut aborted).poll(&mut cx);
+    assert_eq!(r, Poll::Ready(Err(StmError::Abort("no"))));
+    assert_eq!(
+        Pin::new(&mut aborted).poll(&mut cx),
+        Poll::Ready(Err(StmError::PolledAfterCompletion))
+    );
+    assert_eq!(runs.load(Ordering::Relaxed), 2);
+
+    let mut timed_out = atomically_async_with(
+        Limits {
+            timeout: Some(Duration::ZERO),
+            ..Limits::default()
+        },
+        |tx| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            check(tx.read(&n)? > 5)?;
+            Ok::<_, TxError>(())
+        },
+    );
+    let mut first = Pin::new(&mut timed_out).poll(&mut cx);
+    while first.is_pending() {
+        first = Pin::new(&mut timed_out).poll(&mut cx);
+    }
+    assert_eq!(first, Poll::Ready(Err(StmError::Timeout)));
+    let runs_before = runs.load(Ordering::Relaxed);
+    atomically(|tx| tx.write(&n, 10)).unwrap();
+    assert_eq!(
+        Pin::new(&mut timed_out).poll(&mut cx),
+        Poll::Ready(Err(StmError::PolledAfterCompletion))
+    );
+    assert_eq!(runs.load(Ordering::Relaxed), runs_before);
+    assert_eq!(n.load(), 10);
+}
+
 /// A transaction writing hundreds of `TVar`s (hash-indexed write set),
 /// re-reading them, and rolling back an `or_else` branch that wrote more.
 #[test]

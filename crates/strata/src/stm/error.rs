@@ -165,6 +165,11 @@ pub enum StmError<E = Infallible> {
     /// same thread; compose with the outer `Tx` instead.
     #[error("atomically called inside a transaction")]
     Nested,
+    /// An [`Atomically`](super::Atomically) future was polled again after it
+    /// had returned `Ready` (a caller's mistake). The transaction is not run
+    /// again: whatever the first result was stands, once.
+    #[error("an atomically_async future was polled after it completed")]
+    PolledAfterCompletion,
 }
 
 /// Bounds on one `atomically_with` call: the attempts it may make and the
