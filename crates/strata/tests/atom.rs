@@ -168,6 +168,52 @@ fn concurrent_watches_see_a_chain_of_changes() {
     );
 }
 
+/// A panicking watch skips no other watch: every watch runs, then the first
+/// panic is re-raised, and the change stands (`Atom` and `WordAtom`).
+#[test]
+fn a_panicking_watch_skips_no_other_watch_and_the_change_stands() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    // The panic hook runs while the changing thread is pinned (and takes a
+    // while with RUST_BACKTRACE set): keep the reclamation tests apart.
+    let _serial = one_at_a_time();
+
+    fn check(add: impl Fn(&'static str, bool, Arc<Mutex<Vec<&'static str>>>), change: impl Fn()) {
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        add("w1", true, Arc::clone(&ran));
+        add("w2", false, Arc::clone(&ran));
+        add("w3", true, Arc::clone(&ran));
+        let payload = catch_unwind(AssertUnwindSafe(&change)).expect_err("re-raised");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"w1"));
+        assert_eq!(*ran.lock().unwrap(), ["w1", "w2", "w3"]);
+    }
+    let a = Atom::new(0u32);
+    check(
+        |name, panics, ran| {
+            a.add_watch(name, move |_, _| {
+                ran.lock().unwrap().push(name);
+                if panics {
+                    std::panic::panic_any(name);
+                }
+            })
+        },
+        || drop(a.swap(|x| x + 1)),
+    );
+    assert_eq!(*a.load(), 1);
+    let w = WordAtom::new(0u32);
+    check(
+        |name, panics, ran| {
+            w.add_watch(name, move |_, _| {
+                ran.lock().unwrap().push(name);
+                if panics {
+                    std::panic::panic_any(name);
+                }
+            })
+        },
+        || drop(w.reset(5)),
+    );
+    assert_eq!(w.load(), 5);
+}
+
 /// Every value is dropped exactly once: never twice (no double free
 /// through the epoch), and none is leaked once the writers have exited and
 /// the atom is gone.

@@ -1233,6 +1233,46 @@ fn polling_a_finished_atomically_again_never_reruns_it() {
     assert_eq!(n.load(), 10);
 }
 
+/// A panicking watch does not skip the other watches of the commit (of the
+/// same `TVar` or another one): every watch runs, then the first panic is
+/// re-raised from `atomically`, and the commit stands.
+#[test]
+fn a_panicking_watch_skips_no_other_watch_and_the_commit_stands() {
+    let a = TVar::new(0u32);
+    let b = TVar::new(0u32);
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let log = |name: &'static str| {
+        let ran = Arc::clone(&ran);
+        move |_: &u32, _: &u32| ran.lock().unwrap().push(name)
+    };
+    let a1 = log("a1");
+    a.add_watch("a1", move |o, n| {
+        a1(o, n);
+        panic!("first watch");
+    });
+    a.add_watch("a2", log("a2"));
+    let a3 = log("a3");
+    a.add_watch("a3", move |o, n| {
+        a3(o, n);
+        panic!("second watch");
+    });
+    b.add_watch("b1", log("b1"));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        atomically(|tx| {
+            tx.write(&a, 1)?;
+            tx.write(&b, 2)
+        })
+    }));
+    let payload = r.expect_err("the watch's panic is re-raised");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"first watch"));
+    let mut ran = ran.lock().unwrap().clone();
+    ran.sort_unstable();
+    assert_eq!(ran, ["a1", "a2", "a3", "b1"]);
+    assert_eq!((a.load(), b.load()), (1, 2));
+    // The thread is not left inside a transaction.
+    assert_eq!(atomically(|tx| tx.read(&a)), Ok(1));
+}
+
 /// A transaction writing hundreds of `TVar`s (hash-indexed write set),
 /// re-reading them, and rolling back an `or_else` branch that wrote more.
 #[test]

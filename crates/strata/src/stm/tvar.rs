@@ -233,7 +233,10 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
     /// Adds (or replaces) the watch called `key`: after every commit that
     /// writes this variable, `f(old, new)` runs on the committing thread,
     /// outside the transaction and with no lock held. Watches of concurrent
-    /// commits may run concurrently.
+    /// commits may run concurrently. A panicking watch skips none of the
+    /// others (of this or another `TVar` the commit wrote): they all run,
+    /// then the first panic is re-raised from `atomically`; the commit
+    /// stands.
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};

@@ -928,18 +928,22 @@ impl<'env, E> Tx<'env, E> {
         }
     }
 
+    /// Every watch of every written `TVar` runs even if one panics; the
+    /// first panic is re-raised after the last (the commit stands).
     #[cold]
     fn run_watches(&mut self) {
         // Watches may start transactions of their own.
         self.exit();
+        let mut first = crate::hooks::FirstPanic::default();
         for e in self.b.writes.iter() {
             // SAFETY: the core outlives the transaction.
             let flags = unsafe { (*e.core).flags.load(Ordering::Acquire) };
             if flags & HAS_WATCHES != 0 {
                 // SAFETY: published by this thread, still pinned.
-                unsafe { (e.ops.watch)(e) };
+                first.run(|| unsafe { (e.ops.watch)(e) });
             }
         }
+        first.resume();
     }
 }
 
