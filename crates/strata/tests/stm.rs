@@ -555,6 +555,33 @@ enum BankError {
     Insufficient { have: u64 },
 }
 
+/// The message of an aborted transaction carries the user error's text.
+#[test]
+fn abort_display_includes_the_user_error() {
+    #[derive(Debug)]
+    struct Refused(u32);
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "refused {} units", self.0)
+        }
+    }
+    let v = TVar::new(1u32);
+    let e = try_atomically(|tx| {
+        tx.write(&v, 2)?;
+        abort::<(), _>(Refused(7))
+    })
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("refused 7 units"), "{text}");
+    assert_eq!(
+        StmError::Abort("insufficient funds").to_string(),
+        "the transaction aborted: insufficient funds"
+    );
+    let as_error: &dyn std::error::Error = &e;
+    assert!(as_error.to_string().contains("refused 7 units"));
+    assert_eq!(v.load(), 1);
+}
+
 #[test]
 fn user_error_aborts_with_no_effects() {
     let a = TVar::new(10u64);
