@@ -401,6 +401,30 @@ pub fn or_else<'env, R, E>(
 /// panicked, it is finished: polling it again never runs the transaction
 /// again and returns `Ready(Err(`[`StmError::PolledAfterCompletion`]`))`
 /// (a typed error rather than a panic, and no second commit).
+///
+/// ```
+/// use std::future::Future;
+/// use std::pin::Pin;
+/// use std::task::{Context, Poll};
+/// use strata::stm::{atomically, atomically_async, retry, StmError, TVar};
+///
+/// let ready = TVar::new(0u32);
+/// let mut fut = atomically_async(|tx| match tx.read(&ready)? {
+///     0 => retry(),
+///     n => Ok(n),
+/// });
+/// let waker = futures::task::noop_waker();
+/// let mut cx = Context::from_waker(&waker);
+/// // Blocked in `retry`: registered on `ready`, the task sleeps.
+/// assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+/// atomically(|tx| tx.write(&ready, 5)).unwrap();
+/// assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(Ok(5)));
+/// // Finished: polling again never re-runs the transaction.
+/// assert_eq!(
+///     Pin::new(&mut fut).poll(&mut cx),
+///     Poll::Ready(Err(StmError::PolledAfterCompletion))
+/// );
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct Atomically<'env, F, R, E> {
     f: F,

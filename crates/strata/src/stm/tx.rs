@@ -28,6 +28,39 @@ use crate::loom::sync::atomic::Ordering;
 
 /// What transactional code returns: a value, or a [`TxError`] (a signal to
 /// propagate with `?`, or a user error that aborts).
+///
+/// Helpers written as `fn(&mut Tx) -> Stm<T>` compose into larger
+/// transactions; `E` (default [`Infallible`](std::convert::Infallible)) is
+/// the user error type, for [`try_atomically`](super::try_atomically).
+///
+/// ```
+/// use strata::stm::{abort, atomically, try_atomically, Stm, TVar, Tx};
+///
+/// // The `TVar`s are borrowed for the transaction's `'a`.
+/// fn transfer<'a>(
+///     tx: &mut Tx<'a, &'static str>,
+///     from: &'a TVar<u32>,
+///     to: &'a TVar<u32>,
+///     n: u32,
+/// ) -> Stm<(), &'static str> {
+///     let have = tx.read(from)?;
+///     if have < n {
+///         return abort("insufficient funds");
+///     }
+///     tx.write(from, have - n)?;
+///     tx.modify(to, |x| x + n)
+/// }
+///
+/// fn total<'a>(tx: &mut Tx<'a>, a: &'a TVar<u32>, b: &'a TVar<u32>) -> Stm<u32> {
+///     Ok(tx.read(a)? + tx.read(b)?)
+/// }
+///
+/// let (a, b) = (TVar::new(10), TVar::new(0));
+/// try_atomically(|tx| transfer(tx, &a, &b, 4)).unwrap();
+/// assert!(try_atomically(|tx| transfer(tx, &a, &b, 100)).is_err());
+/// assert_eq!(atomically(|tx| total(tx, &a, &b)).unwrap(), 10);
+/// assert_eq!((a.load(), b.load()), (6, 4));
+/// ```
 pub type Stm<T, E = std::convert::Infallible> = Result<T, TxError<E>>;
 
 /// Makes a type invariant in `'env` (a `&mut Tx<'long>` must not pass for a
