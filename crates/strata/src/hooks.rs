@@ -11,6 +11,8 @@
 
 // Hooks are not part of any modelled protocol: std's `Arc` (loom's cannot
 // hold a `dyn`).
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
 /// A validator: `false` rejects the value.
@@ -77,4 +79,37 @@ impl<T> Hooks<T> {
         self.watches.retain(|(k, _)| k != key);
         self.watches.len() != before
     }
+}
+
+/// The first panic of a run of watches, kept to be re-raised once every
+/// watch has run.
+#[derive(Default)]
+pub(crate) struct FirstPanic(Option<Box<dyn Any + Send>>);
+
+impl FirstPanic {
+    /// Runs `f`, keeping its panic if it is the first.
+    pub(crate) fn run(&mut self, f: impl FnOnce()) {
+        // The watches see only `&T` values already installed, so a panic
+        // cannot leave anything half-changed for the next one.
+        if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+            self.0.get_or_insert(p);
+        }
+    }
+
+    /// Re-raises the first panic, if any.
+    pub(crate) fn resume(self) {
+        if let Some(p) = self.0 {
+            resume_unwind(p);
+        }
+    }
+}
+
+/// Calls every watch with `(old, new)`: a panicking watch does not skip the
+/// later ones; the first panic is re-raised after all of them ran.
+pub(crate) fn call_watches<T>(watches: &[(String, Watch<T>)], old: &T, new: &T) {
+    let mut first = FirstPanic::default();
+    for (_, w) in watches {
+        first.run(|| w(old, new));
+    }
+    first.resume();
 }

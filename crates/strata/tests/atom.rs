@@ -168,9 +168,57 @@ fn concurrent_watches_see_a_chain_of_changes() {
     );
 }
 
-/// Values are dropped at most once each (no double free through the epoch).
+/// A panicking watch skips no other watch: every watch runs, then the first
+/// panic is re-raised, and the change stands (`Atom` and `WordAtom`).
 #[test]
-fn replaced_values_are_dropped_at_most_once() {
+fn a_panicking_watch_skips_no_other_watch_and_the_change_stands() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    // The panic hook runs while the changing thread is pinned (and takes a
+    // while with RUST_BACKTRACE set): keep the reclamation tests apart.
+    let _serial = one_at_a_time();
+
+    fn check(add: impl Fn(&'static str, bool, Arc<Mutex<Vec<&'static str>>>), change: impl Fn()) {
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        add("w1", true, Arc::clone(&ran));
+        add("w2", false, Arc::clone(&ran));
+        add("w3", true, Arc::clone(&ran));
+        let payload = catch_unwind(AssertUnwindSafe(&change)).expect_err("re-raised");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"w1"));
+        assert_eq!(*ran.lock().unwrap(), ["w1", "w2", "w3"]);
+    }
+    let a = Atom::new(0u32);
+    check(
+        |name, panics, ran| {
+            a.add_watch(name, move |_, _| {
+                ran.lock().unwrap().push(name);
+                if panics {
+                    std::panic::panic_any(name);
+                }
+            })
+        },
+        || drop(a.swap(|x| x + 1)),
+    );
+    assert_eq!(*a.load(), 1);
+    let w = WordAtom::new(0u32);
+    check(
+        |name, panics, ran| {
+            w.add_watch(name, move |_, _| {
+                ran.lock().unwrap().push(name);
+                if panics {
+                    std::panic::panic_any(name);
+                }
+            })
+        },
+        || drop(w.reset(5)),
+    );
+    assert_eq!(w.load(), 5);
+}
+
+/// Every value is dropped exactly once: never twice (no double free
+/// through the epoch), and none is leaked once the writers have exited and
+/// the atom is gone.
+#[test]
+fn replaced_values_are_dropped_exactly_once() {
     let _serial = one_at_a_time();
     static DROPPED: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
     #[derive(Debug)]
@@ -199,9 +247,21 @@ fn replaced_values_are_dropped_at_most_once() {
             }
         });
     }
+    // Values 0..made were created; the writers' leftovers went to the epoch
+    // when their threads exited.
     let made = next.load(Ordering::Relaxed);
-    let dropped = DROPPED.lock().unwrap().as_ref().map_or(0, HashSet::len) as u64;
-    assert!(dropped <= made);
+    let dropped = || DROPPED.lock().unwrap().as_ref().map_or(0, HashSet::len) as u64;
+    for _ in 0..100_000 {
+        if dropped() == made {
+            break;
+        }
+        crossbeam_epoch::pin().flush();
+        thread::yield_now();
+    }
+    let d = DROPPED.lock().unwrap();
+    let d = d.as_ref().expect("values were dropped");
+    assert_eq!(d.len() as u64, made, "values leaked");
+    assert!((0..made).all(|i| d.contains(&i)));
 }
 
 /// Replaced values are reclaimed, not leaked: after the writing thread has
@@ -244,6 +304,95 @@ fn replaced_values_are_eventually_reclaimed() {
         thread::yield_now();
     }
     assert_eq!(LIVE.load(Ordering::SeqCst), 0, "values leaked");
+}
+
+/// Counts the values alive of one test (each test its own counter).
+struct Counted<const BYTES: usize> {
+    live: &'static AtomicU64,
+    _payload: Box<[u8]>,
+}
+
+impl<const BYTES: usize> Counted<BYTES> {
+    fn new(live: &'static AtomicU64) -> Self {
+        live.fetch_add(1, Ordering::SeqCst);
+        Counted {
+            live,
+            _payload: vec![7u8; BYTES].into_boxed_slice(),
+        }
+    }
+}
+
+impl<const BYTES: usize> Drop for Counted<BYTES> {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A thread that stops writing does not keep the values it replaced: after
+/// 20 resets of 1 MiB values (fewer than a reclamation batch) and the atom
+/// dropped, a few unrelated pins of the same thread let every one of them
+/// go — their drops run.
+#[test]
+fn replaced_values_are_freed_after_the_writer_stops() {
+    let _serial = one_at_a_time();
+    static LIVE: AtomicU64 = AtomicU64::new(0);
+    let a = Atom::new(Counted::<{ 1 << 20 }>::new(&LIVE));
+    for _ in 0..20 {
+        assert!(a.reset(Counted::new(&LIVE)).is_ok());
+    }
+    drop(a);
+    let other = Atom::new(0u8);
+    // A few hundred pins are enough when no other thread holds the epoch
+    // back; the bound only stops a broken build from looping for ever.
+    let (start, mut pins) = (std::time::Instant::now(), 0u64);
+    while LIVE.load(Ordering::SeqCst) > 0 && start.elapsed() < std::time::Duration::from_secs(20) {
+        other.read(|x| assert_eq!(*x, 0));
+        pins += 1;
+        if pins % 1024 == 0 {
+            thread::yield_now();
+        }
+    }
+    assert_eq!(
+        LIVE.load(Ordering::SeqCst),
+        0,
+        "values still alive after {pins} pins"
+    );
+}
+
+/// Large values do not wait for a batch of 32 to fill: a thread resetting
+/// an atom of 100 KB values keeps only a few of them alive at once.
+#[test]
+fn large_replaced_values_are_freed_as_the_writer_goes() {
+    let _serial = one_at_a_time();
+    static LIVE: AtomicU64 = AtomicU64::new(0);
+    #[allow(dead_code)] // only its size matters
+    struct Big([u8; 100_000]);
+    impl Big {
+        fn new() -> Self {
+            LIVE.fetch_add(1, Ordering::SeqCst);
+            Big([1; 100_000])
+        }
+    }
+    impl Drop for Big {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(|| {
+            let a = Atom::from_arc(Arc::new(Big::new()));
+            let mut most = 0;
+            for _ in 0..300 {
+                assert!(a.reset(Big::new()).is_ok());
+                most = most.max(LIVE.load(Ordering::SeqCst));
+            }
+            // A batch used to hold up to 32 of them before it could be freed.
+            assert!(most < 24, "{most} values of 100 KB alive at once");
+        })
+        .unwrap()
+        .join()
+        .unwrap();
 }
 
 #[test]

@@ -23,6 +23,21 @@ fn xorshift(s: &mut u64) -> u64 {
     *s
 }
 
+/// Runs `f` on a thread of its own and fails the test if it does not return
+/// within a generous bound: for code that used to hang, so that a
+/// regression fails instead of blocking the suite (not a timing assertion).
+fn finishes<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (done, result) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(catch_unwind(AssertUnwindSafe(f)));
+    });
+    match result.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("{what}: did not finish (hung)"),
+    }
+}
+
 // ---------------------------------------------------------------- basics
 
 #[test]
@@ -319,6 +334,74 @@ fn retry_sleeps_through_unrelated_commits() {
     assert!(after.wakeups > before.wakeups);
 }
 
+/// Runs `name` alone in a child process, so that the process-wide
+/// [`stats`] count only what it does. `false` in the child: run the body.
+fn run_isolated(name: &str) -> bool {
+    if std::env::var_os("STRATA_ISOLATED_TEST").is_some() {
+        return false;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env("STRATA_ISOLATED_TEST", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "isolated {name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
+/// The wake-ups of a transaction retrying on X while only Y changes, as
+/// counted in `stats()` (alone in a child process, so the counts are this
+/// test's): it blocks once, no commit wakes it, and the OS wakes it
+/// spuriously a handful of times at most; the commit to X wakes it once.
+#[test]
+fn retry_wakeups_in_stats_stay_few_while_only_unrelated_tvars_change() {
+    if run_isolated("retry_wakeups_in_stats_stay_few_while_only_unrelated_tvars_change") {
+        return;
+    }
+    let x = TVar::new(0u64);
+    let y = TVar::new(0u64);
+    let before = stats();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            atomically(|tx| {
+                let v = tx.read(&x)?;
+                check(v != 0)?;
+                Ok(v)
+            })
+            .unwrap()
+        });
+        while stats().retries == before.retries {
+            thread::yield_now();
+        }
+        for i in 0..20_000 {
+            atomically(|tx| tx.write(&y, i)).unwrap();
+            if i % 1_000 == 0 {
+                // Let the waiter's core run, should anything wake it.
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let during = stats();
+        // Release the waiter before asserting, so a failure fails rather
+        // than hangs the scope.
+        atomically(|tx| tx.write(&x, 7)).unwrap();
+        assert_eq!(waiter.join().unwrap(), 7);
+        assert_eq!(during.retries - before.retries, 1, "{during:?}");
+        assert_eq!(during.wakeups, before.wakeups, "{during:?}");
+        assert!(
+            during.spurious_wakeups - before.spurious_wakeups <= 5,
+            "{during:?}"
+        );
+    });
+    let after = stats();
+    assert_eq!(after.wakeups - before.wakeups, 1, "{after:?}");
+    assert_eq!(after.retries - before.retries, 1, "{after:?}");
+}
+
 #[test]
 fn retry_with_empty_read_set_is_an_error() {
     assert_eq!(
@@ -472,6 +555,33 @@ enum BankError {
     Insufficient { have: u64 },
 }
 
+/// The message of an aborted transaction carries the user error's text.
+#[test]
+fn abort_display_includes_the_user_error() {
+    #[derive(Debug)]
+    struct Refused(u32);
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "refused {} units", self.0)
+        }
+    }
+    let v = TVar::new(1u32);
+    let e = try_atomically(|tx| {
+        tx.write(&v, 2)?;
+        abort::<(), _>(Refused(7))
+    })
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("refused 7 units"), "{text}");
+    assert_eq!(
+        StmError::Abort("insufficient funds").to_string(),
+        "the transaction aborted: insufficient funds"
+    );
+    let as_error: &dyn std::error::Error = &e;
+    assert!(as_error.to_string().contains("refused 7 units"));
+    assert_eq!(v.load(), 1);
+}
+
 #[test]
 fn user_error_aborts_with_no_effects() {
     let a = TVar::new(10u64);
@@ -603,6 +713,154 @@ fn validator_rejects_the_whole_commit() {
     assert_eq!(name.load(), "");
 }
 
+/// A validator may load other `TVar`s of the commit it validates (whose
+/// locks the commit holds): it sees the values the commit would store,
+/// commutes applied, whatever the order of the writes.
+#[test]
+fn validators_load_the_values_being_committed() {
+    finishes("validator loading a TVar of its own commit", || {
+        let limit = TVar::new(10u64);
+        let used = TVar::new(0u64);
+        let l = limit.clone();
+        used.set_validator(move |u| *u <= l.load());
+        atomically(|tx| {
+            tx.write(&limit, 20)?;
+            tx.write(&used, 15)
+        })
+        .unwrap();
+        atomically(|tx| {
+            tx.write(&used, 18)?;
+            tx.write(&limit, 18)
+        })
+        .unwrap();
+        assert_eq!(
+            atomically(|tx| {
+                tx.write(&used, 17)?;
+                tx.write(&limit, 16)
+            }),
+            Err(StmError::Invalid { tvar: used.id() })
+        );
+        assert_eq!((limit.load(), used.load()), (18, 18));
+        // The commute of `limit` is applied before any validator runs, even
+        // though `used` comes first in the write set.
+        atomically(|tx| {
+            tx.write(&used, 25)?;
+            tx.commute(&limit, |l| l + 10)
+        })
+        .unwrap();
+        assert_eq!((limit.load(), used.load()), (28, 25));
+        // A `TVar` outside the commit loads as its committed value.
+        assert!(atomically(|tx| tx.write(&used, 29)).is_err());
+        atomically(|tx| tx.write(&used, 28)).unwrap();
+
+        // Boxed values, and a validator loading its own `TVar`.
+        let names = TVar::new(vec![String::from("a")]);
+        let count = TVar::new(1usize);
+        let (n, c) = (names.clone(), count.clone());
+        count.set_validator(move |k| *k == n.load().len() && *k == c.load());
+        atomically(|tx| {
+            tx.modify(&names, |mut v| {
+                v.push("b".into());
+                v
+            })?;
+            tx.modify(&count, |k| k + 1)
+        })
+        .unwrap();
+        assert!(atomically(|tx| tx.write(&count, 5)).is_err());
+        assert_eq!((names.load().len(), count.load()), (2, 2));
+    });
+}
+
+/// Inside a commute function a `TVar` of the same commit loads as the value
+/// before the commit; inside a closure `load` ignores the transaction's own
+/// writes.
+#[test]
+fn load_inside_a_transaction_is_the_committed_value() {
+    finishes("load inside a commit", || {
+        let a = TVar::new(0u64);
+        let b = TVar::new(5u64);
+        atomically(|tx| {
+            tx.write(&b, 100)?;
+            assert_eq!(b.load(), 5);
+            tx.commute(&a, |x| x + b.load())
+        })
+        .unwrap();
+        assert_eq!((a.load(), b.load()), (5, 100));
+    });
+}
+
+/// Serial mode keeps every `TVar` it touched locked for the whole attempt;
+/// `load` (and `Debug`, which loads) inside it must not wait for the
+/// transaction's own lock. It returns the committed value, which nothing
+/// can change meanwhile.
+#[test]
+fn load_and_debug_inside_a_serial_transaction() {
+    finishes("load inside a serial transaction", || {
+        let a = Arc::new(TVar::new(0u64));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (a, stop) = (a.clone(), stop.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    atomically(|tx| tx.modify(&a, |x| x + 1)).unwrap();
+                }
+            })
+        };
+        let runs = AtomicU64::new(0);
+        let (n, read, loaded, shown) = atomically(|tx| {
+            let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+            let x = tx.read(&a)?;
+            if n <= 12 {
+                // Make this attempt lose: wait for the writer to commit.
+                while a.load() == x {
+                    thread::yield_now();
+                }
+            }
+            tx.write(&a, 1 << 40)?;
+            Ok((n, x, a.load(), format!("{a:?}")))
+        })
+        .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        // Twelve conflicts, then the serial attempt.
+        assert_eq!(n, 13);
+        assert_eq!(loaded, read);
+        assert!(shown.contains(&format!("value: {read}")), "{shown}");
+        assert!(a.load() >= 1 << 40);
+    });
+}
+
+/// Two commits whose validators load each other's `TVar`s: neither waits
+/// for the other's locks while holding its own.
+#[test]
+fn validators_loading_each_others_tvars_do_not_deadlock() {
+    finishes("crossed validators", || {
+        let x = Arc::new(TVar::new(0u64));
+        let y = Arc::new(TVar::new(0u64));
+        let y2 = y.clone();
+        x.set_validator(move |v| *v + y2.load() < u64::MAX);
+        let x2 = x.clone();
+        y.set_validator(move |v| *v + x2.load() < u64::MAX);
+        let writers: Vec<_> = [x.clone(), y.clone()]
+            .into_iter()
+            .map(|v| {
+                thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        atomically(|tx| tx.modify(&v, |n| n + 1)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!((x.load(), y.load()), (20_000, 20_000));
+        // The validators hold each other's `TVar`: break the cycle.
+        x.clear_validator();
+        y.clear_validator();
+    });
+}
+
 #[test]
 fn watches_run_after_commit_outside_the_transaction() {
     let v = TVar::new(1u32);
@@ -639,6 +897,39 @@ fn watches_run_after_commit_outside_the_transaction() {
     assert!(!v.remove_watch("log"));
     atomically(|tx| tx.write(&v, 9)).unwrap();
     assert_eq!(log.lock().unwrap().len(), 3);
+}
+
+// ----------------------------------------------------------- reclamation
+
+/// Boxed values a commit replaced are not kept by a thread that stops
+/// writing: after 20 commits and the `TVar` dropped, a few unrelated pins
+/// of the same thread free them all (each version holds a clone of
+/// `marker`).
+#[test]
+fn replaced_boxed_values_are_freed_after_the_writer_stops() {
+    let marker = Arc::new(());
+    let v = TVar::new((marker.clone(), 0u64));
+    for i in 1..=20 {
+        atomically(|tx| tx.write(&v, (marker.clone(), i))).unwrap();
+    }
+    assert_eq!(v.load().1, 20);
+    drop(v);
+    let other = TVar::new(String::from("unrelated"));
+    // A few hundred pins are enough when no other thread holds the epoch
+    // back; the bound only stops a broken build from looping for ever.
+    let (start, mut pins) = (Instant::now(), 0u64);
+    while Arc::strong_count(&marker) > 1 && start.elapsed() < Duration::from_secs(20) {
+        assert_eq!(other.load(), "unrelated");
+        pins += 1;
+        if pins % 1024 == 0 {
+            thread::yield_now();
+        }
+    }
+    assert_eq!(
+        Arc::strong_count(&marker) - 1,
+        0,
+        "values alive after {pins} pins"
+    );
 }
 
 // ---------------------------------------------------------------- limits
@@ -899,6 +1190,114 @@ fn async_under_futures_executor_with_user_errors() {
         Ok(())
     }));
     assert_eq!(r, Err(StmError::Abort("small")));
+}
+
+/// Polling an `Atomically` future again after it returned `Ready` (misuse)
+/// never runs the transaction again: the effect is not doubled, and the
+/// re-poll gets a typed error instead of a panic, for every way the first
+/// poll finished (commit, user abort, timeout).
+#[test]
+fn polling_a_finished_atomically_again_never_reruns_it() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let n = TVar::new(0u32);
+    let runs = AtomicUsize::new(0);
+    let mut fut = atomically_async(|tx| {
+        runs.fetch_add(1, Ordering::Relaxed);
+        tx.modify(&n, |x| x + 1)?;
+        tx.read(&n)
+    });
+    assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(Ok(1)));
+    for _ in 0..3 {
+        assert_eq!(
+            Pin::new(&mut fut).poll(&mut cx),
+            Poll::Ready(Err(StmError::PolledAfterCompletion))
+        );
+    }
+    assert_eq!(n.load(), 1);
+    assert_eq!(runs.load(Ordering::Relaxed), 1);
+
+    let mut aborted = atomically_async_with(Limits::default(), |tx| {
+        runs.fetch_add(1, Ordering::Relaxed);
+        tx.write(&n, 100)?;
+        abort("no")
+    });
+    let r: Poll<Result<(), _>> = Pin::new(&mut aborted).poll(&mut cx);
+    assert_eq!(r, Poll::Ready(Err(StmError::Abort("no"))));
+    assert_eq!(
+        Pin::new(&mut aborted).poll(&mut cx),
+        Poll::Ready(Err(StmError::PolledAfterCompletion))
+    );
+    assert_eq!(runs.load(Ordering::Relaxed), 2);
+
+    let mut timed_out = atomically_async_with(
+        Limits {
+            timeout: Some(Duration::ZERO),
+            ..Limits::default()
+        },
+        |tx| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            check(tx.read(&n)? > 5)?;
+            Ok::<_, TxError>(())
+        },
+    );
+    let mut first = Pin::new(&mut timed_out).poll(&mut cx);
+    while first.is_pending() {
+        first = Pin::new(&mut timed_out).poll(&mut cx);
+    }
+    assert_eq!(first, Poll::Ready(Err(StmError::Timeout)));
+    let runs_before = runs.load(Ordering::Relaxed);
+    atomically(|tx| tx.write(&n, 10)).unwrap();
+    assert_eq!(
+        Pin::new(&mut timed_out).poll(&mut cx),
+        Poll::Ready(Err(StmError::PolledAfterCompletion))
+    );
+    assert_eq!(runs.load(Ordering::Relaxed), runs_before);
+    assert_eq!(n.load(), 10);
+}
+
+/// A panicking watch does not skip the other watches of the commit (of the
+/// same `TVar` or another one): every watch runs, then the first panic is
+/// re-raised from `atomically`, and the commit stands.
+#[test]
+fn a_panicking_watch_skips_no_other_watch_and_the_commit_stands() {
+    let a = TVar::new(0u32);
+    let b = TVar::new(0u32);
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let log = |name: &'static str| {
+        let ran = Arc::clone(&ran);
+        move |_: &u32, _: &u32| ran.lock().unwrap().push(name)
+    };
+    let a1 = log("a1");
+    a.add_watch("a1", move |o, n| {
+        a1(o, n);
+        panic!("first watch");
+    });
+    a.add_watch("a2", log("a2"));
+    let a3 = log("a3");
+    a.add_watch("a3", move |o, n| {
+        a3(o, n);
+        panic!("second watch");
+    });
+    b.add_watch("b1", log("b1"));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        atomically(|tx| {
+            tx.write(&a, 1)?;
+            tx.write(&b, 2)
+        })
+    }));
+    let payload = r.expect_err("the watch's panic is re-raised");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"first watch"));
+    let mut ran = ran.lock().unwrap().clone();
+    ran.sort_unstable();
+    assert_eq!(ran, ["a1", "a2", "a3", "b1"]);
+    assert_eq!((a.load(), b.load()), (1, 2));
+    // The thread is not left inside a transaction.
+    assert_eq!(atomically(|tx| tx.read(&a)), Ok(1));
 }
 
 /// A transaction writing hundreds of `TVar`s (hash-indexed write set),

@@ -85,9 +85,7 @@ impl<T> HookSet<T> {
     #[cold]
     fn call_watches(&self, old: &T, new: &T) {
         if let Some(h) = self.current() {
-            for (_, w) in &h.watches {
-                w(old, new);
-            }
+            crate::hooks::call_watches(&h.watches, old, new);
         }
     }
 }

@@ -254,7 +254,9 @@ impl<T: Word> WordAtom<T> {
 
     /// Adds (or replaces) the watch called `key`: after every change,
     /// `f(old, new)` runs on the changing thread. Watches of concurrent
-    /// changes may run concurrently and in either order.
+    /// changes may run concurrently and in either order. A panicking watch
+    /// skips none of the others: they all run, then the first panic is
+    /// re-raised from the call that made the change, which stands.
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};

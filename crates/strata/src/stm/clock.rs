@@ -7,7 +7,8 @@
 //!   word is the address of its write-set entry for the `TVar` `| LOCKED`
 //!   (TL2's owner pointer: commit validation recognises its own locks with
 //!   a range check instead of a search), a serial transaction's word is
-//!   [`SERIAL_LOCKED`]; both keep the word they replaced.
+//!   its thread's serial word (`id << 3 | SERIAL_LOCKED`, see `own`); both
+//!   keep the word they replaced.
 //! - `WAITERS`: some transaction blocked in `retry` is registered on the
 //!   `TVar`'s waiter list. It is set with a CAS by the waiter *only while the
 //!   word still holds the version it read*, and a committer learns of it
@@ -23,8 +24,9 @@ use crate::loom::sync::atomic::Ordering;
 
 pub(crate) const LOCKED: u64 = 1;
 pub(crate) const WAITERS: u64 = 2;
-/// The word of a `TVar` locked by a serial-mode transaction (no entry
-/// address is 2 mod 8).
+/// The low bits of the word of a `TVar` locked by a serial-mode
+/// transaction (no entry address `| LOCKED` is 3 mod 8); the bits above
+/// name the thread.
 pub(crate) const SERIAL_LOCKED: u64 = LOCKED | WAITERS;
 const SHIFT: u32 = 2;
 

@@ -253,15 +253,11 @@ unsafe fn watch<T: Clone + Send + Sync + 'static>(e: &WriteEntry) {
             word::from_word::<T>(e.old_word),
             word::from_word::<T>(e.word),
         );
-        for (_, w) in &hooks.watches {
-            w(&old, &new);
-        }
+        crate::hooks::call_watches(&hooks.watches, &old, &new);
     } else {
         // SAFETY: both boxes were retired no earlier than our publish, and
         // this thread has stayed pinned since, so neither is freed yet.
         let (old, new) = unsafe { (&*e.old_ptr.cast::<T>(), &*e.ptr.cast::<T>()) };
-        for (_, w) in &hooks.watches {
-            w(old, new);
-        }
+        crate::hooks::call_watches(&hooks.watches, old, new);
     }
 }

@@ -125,6 +125,9 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for TxError<E> {}
 
 /// Why a transaction did not commit.
 ///
+/// It is `Display` (and `std::error::Error`) when `E` is `Display`: the
+/// message of [`StmError::Abort`] includes the user error's.
+///
 /// ```
 /// use strata::stm::{atomically, StmError, TVar};
 ///
@@ -133,12 +136,14 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for TxError<E> {}
 /// let r = atomically(|tx| tx.write(&v, 99));
 /// assert_eq!(r, Err(StmError::Invalid { tvar: v.id() }));
 /// assert_eq!(v.load(), 1);
+/// let e: StmError<&str> = StmError::Abort("insufficient funds");
+/// assert_eq!(e.to_string(), "the transaction aborted: insufficient funds");
 /// ```
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum StmError<E = Infallible> {
     /// The closure returned a user error ([`TxError::Abort`]); nothing was
     /// committed.
-    #[error("the transaction aborted with a user error")]
+    #[error("the transaction aborted: {0}")]
     Abort(E),
     /// A validator of the `TVar` with this [`id`](super::TVar::id) rejected
     /// the value the transaction would have committed; nothing was committed.
@@ -165,6 +170,11 @@ pub enum StmError<E = Infallible> {
     /// same thread; compose with the outer `Tx` instead.
     #[error("atomically called inside a transaction")]
     Nested,
+    /// An [`Atomically`](super::Atomically) future was polled again after it
+    /// had returned `Ready` (a caller's mistake). The transaction is not run
+    /// again: whatever the first result was stands, once.
+    #[error("an atomically_async future was polled after it completed")]
+    PolledAfterCompletion,
 }
 
 /// Bounds on one `atomically_with` call: the attempts it may make and the

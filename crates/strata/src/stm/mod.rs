@@ -68,6 +68,7 @@ mod entry;
 mod error;
 #[cfg(all(test, loom))]
 mod loom_models;
+mod own;
 pub(crate) mod reclaim;
 mod run;
 mod stats;

@@ -14,6 +14,15 @@
 //! oldest safe batch on each later retirement: the same total work, spread
 //! evenly, on the thread that made the garbage.
 //!
+//! A thread that stops retiring must not keep its garbage for ever (its
+//! drops would never run, and a few large values are a lot of memory). So a
+//! batch is also sealed once it holds 64 KiB, and a thread that still holds
+//! garbage after 64 unpins without a retirement counts as idle: it seals
+//! its open batch, hands its crossbeam bag over (so the flags can be
+//! raised), and frees due values on its later unpins; at thread exit the
+//! rest goes to crossbeam. The hot path pays one thread-local counter per
+//! unpin.
+//!
 //! Soundness: every value of a batch was unlinked before the batch's flag
 //! was deferred, so when crossbeam runs the flag function no thread can
 //! still hold a pointer to any of them.
@@ -26,6 +35,15 @@
 /// valid.
 #[cfg(not(loom))]
 pub(crate) struct Pin(crossbeam_epoch::Guard);
+
+#[cfg(not(loom))]
+impl Drop for Pin {
+    #[inline]
+    fn drop(&mut self) {
+        // Still pinned here; the guard unpins right after.
+        limbo::unpinning(&self.0);
+    }
+}
 
 #[cfg(loom)]
 pub(crate) struct Pin(());
@@ -54,13 +72,16 @@ loom::lazy_static! {
 
 #[cfg(not(loom))]
 mod limbo {
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
     use std::collections::VecDeque;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Values per batch (one crossbeam deferred function each).
     const BATCH: usize = 32;
+    /// Bytes after which a batch is sealed before it has `BATCH` values, so
+    /// that a few large values do not wait for thirty-odd more.
+    const SEAL_BYTES: usize = 64 << 10;
     /// Values freed per retirement once their batch is safe: more than the
     /// one retired, so limbo drains, but no more: a swap allocates one value,
     /// and freeing them one or two at a time keeps them in the allocator's
@@ -73,13 +94,24 @@ mod limbo {
     /// of cache misses, microseconds): small values wait for the bag to
     /// fill (64 batches), large ones are not held back for long.
     const FLUSH_BYTES: usize = 256 << 10;
+    /// Unpins without a retirement after which a thread that holds garbage
+    /// counts as idle: it seals its open batch, hands its bag over, and
+    /// frees what is due on its later unpins. A thread that keeps writing
+    /// never gets there (its retirements free as they go), so this costs the
+    /// hot path one thread-local counter.
+    const IDLE_AFTER: u32 = 64;
+    /// `IDLE` when the limbo is empty, and while an idle unpin frees values
+    /// (an unpin inside their drops does nothing: no recursion through user
+    /// code): unpins do nothing.
+    const EMPTY: u32 = 0;
 
     /// One unlinked value and how to free it.
     #[derive(Clone, Copy)]
     pub(super) struct Retired {
         pub(super) ptr: *mut (),
         pub(super) free: unsafe fn(*mut ()),
-        /// Roughly what freeing it returns to the allocator.
+        /// Roughly what freeing it returns to the allocator (the value's own
+        /// size: what it owns on the heap is not known).
         pub(super) bytes: usize,
     }
 
@@ -91,11 +123,90 @@ mod limbo {
     #[derive(Default)]
     struct Limbo {
         open: Vec<Retired>,
+        open_bytes: usize,
         sealed: VecDeque<Batch>,
         /// The storage of the last batch drained, for the next one: batch
         /// vectors are recycled, not grown from empty every 32 values.
         spare: Vec<Retired>,
+        /// Bytes sealed since the bag was last handed over.
         unflushed: usize,
+    }
+
+    type Due = [Option<Retired>; FREE_PER_RETIRE];
+
+    impl Limbo {
+        /// Closes the open batch: one deferred function raises its flag once
+        /// every thread pinned now (after its values were unlinked) has
+        /// unpinned.
+        #[inline(never)]
+        fn seal(&mut self, guard: &crossbeam_epoch::Guard) {
+            let safe = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&safe);
+            // SAFETY: raising a flag is safe at any time.
+            unsafe { guard.defer_unchecked(move || flag.store(true, Ordering::Release)) };
+            self.unflushed += std::mem::take(&mut self.open_bytes);
+            if self.unflushed >= FLUSH_BYTES {
+                self.flush(guard);
+            }
+            let mut next = std::mem::take(&mut self.spare);
+            next.reserve(BATCH);
+            let items = std::mem::replace(&mut self.open, next).into();
+            self.sealed.push_back(Batch { safe, items });
+        }
+
+        /// Hands the thread's crossbeam bag (with the batch flags in it) to
+        /// the epoch, and lets it collect.
+        fn flush(&mut self, guard: &crossbeam_epoch::Guard) {
+            self.unflushed = 0;
+            guard.flush();
+        }
+
+        /// Takes up to `FREE_PER_RETIRE` of the oldest safe values, to free
+        /// once the limbo is no longer borrowed (dropping them runs user
+        /// code).
+        #[inline(always)]
+        fn take_due(&mut self) -> Due {
+            let mut due = [None; FREE_PER_RETIRE];
+            let mut n = 0;
+            while n < FREE_PER_RETIRE {
+                let Some(front) = self.sealed.front_mut() else {
+                    break;
+                };
+                if !front.safe.load(Ordering::Acquire) {
+                    break;
+                }
+                match front.items.pop_front() {
+                    Some(item) => {
+                        due[n] = Some(item);
+                        n += 1;
+                    }
+                    None => {
+                        let drained = self.sealed.pop_front().expect("front exists");
+                        if self.spare.capacity() == 0 {
+                            self.spare = drained.items.into();
+                        }
+                    }
+                }
+            }
+            due
+        }
+
+        /// Whether the oldest batch holds values free to go now.
+        fn front_due(&self) -> bool {
+            self.sealed
+                .front()
+                .is_some_and(|b| b.safe.load(Ordering::Acquire))
+        }
+    }
+
+    /// Frees values taken by [`Limbo::take_due`].
+    #[inline(always)]
+    fn free(due: Due) {
+        for r in due.into_iter().flatten() {
+            // SAFETY: their batch's flag is raised: no thread can reach
+            // them; each is taken from the limbo, so freed, once.
+            unsafe { (r.free)(r.ptr) };
+        }
     }
 
     /// Moves a batch's values between threads (they are only ever freed).
@@ -139,11 +250,16 @@ mod limbo {
                     batch.free();
                 });
             }
+            guard.flush();
         }
     }
 
     thread_local! {
         static LIMBO: RefCell<Limbo> = RefCell::new(Limbo::default());
+        /// Unpins left before the thread counts as idle, while its limbo
+        /// holds values (`EMPTY`: it holds none; 1: the next unpin acts).
+        /// Const, no destructor: one plain thread-local access per unpin.
+        static IDLE: Cell<u32> = const { Cell::new(EMPTY) };
     }
 
     /// # Safety
@@ -156,54 +272,16 @@ mod limbo {
                 // Re-entered from a value's drop: hand this one over below.
                 return Some(r);
             };
-            l.unflushed += r.bytes;
+            IDLE.set(IDLE_AFTER);
+            l.open_bytes += r.bytes;
             l.open.push(r);
-            if l.open.len() >= BATCH {
-                let safe = Arc::new(AtomicBool::new(false));
-                let flag = Arc::clone(&safe);
-                // SAFETY: raising a flag is safe at any time; crossbeam runs
-                // it once every thread pinned now (after the batch's values
-                // were unlinked) has unpinned.
-                unsafe { guard.defer_unchecked(move || flag.store(true, Ordering::Release)) };
-                if l.unflushed >= FLUSH_BYTES {
-                    l.unflushed = 0;
-                    guard.flush();
-                }
-                let mut next = std::mem::take(&mut l.spare);
-                next.reserve(BATCH);
-                let items = std::mem::replace(&mut l.open, next).into();
-                l.sealed.push_back(Batch { safe, items });
+            if l.open.len() >= BATCH || l.open_bytes >= SEAL_BYTES {
+                l.seal(guard);
             }
-            // Free a few of the oldest safe values; dropping them runs user
-            // code, so not while borrowing the limbo.
-            let mut due = [None; FREE_PER_RETIRE];
-            let mut n = 0;
-            while n < FREE_PER_RETIRE {
-                let Some(front) = l.sealed.front_mut() else {
-                    break;
-                };
-                if !front.safe.load(Ordering::Acquire) {
-                    break;
-                }
-                match front.items.pop_front() {
-                    Some(item) => {
-                        due[n] = Some(item);
-                        n += 1;
-                    }
-                    None => {
-                        let drained = l.sealed.pop_front().expect("front exists");
-                        if l.spare.capacity() == 0 {
-                            l.spare = drained.items.into();
-                        }
-                    }
-                }
-            }
+            // Free a few of the oldest safe values.
+            let due = l.take_due();
             drop(l);
-            for r in due.into_iter().flatten() {
-                // SAFETY: their batch's flag is raised: no thread can reach
-                // them; each is freed once.
-                unsafe { (r.free)(r.ptr) };
-            }
+            free(due);
             None
         }) {
             Ok(None) => return,
@@ -217,6 +295,57 @@ mod limbo {
                 let batch = batch;
                 batch.free();
             });
+        }
+    }
+
+    /// Called as a pin ends (`guard` still pinned): counts unpins of a
+    /// thread holding garbage and, once it is idle, makes that garbage go.
+    #[inline]
+    pub(super) fn unpinning(guard: &crossbeam_epoch::Guard) {
+        let n = IDLE.get();
+        if n != EMPTY {
+            if n > 1 {
+                IDLE.set(n - 1);
+            } else {
+                idle(guard);
+            }
+        }
+    }
+
+    /// An idle thread's unpin: seals the open batch, hands the bag over
+    /// while flags are pending (which also lets the epoch advance), and
+    /// frees a few due values.
+    #[cold]
+    fn idle(guard: &crossbeam_epoch::Guard) {
+        let Ok(Some(due)) = LIMBO.try_with(|l| {
+            // Borrowed: re-entered from a value's drop; next unpin.
+            let mut l = l.try_borrow_mut().ok()?;
+            if !l.open.is_empty() {
+                l.seal(guard);
+            }
+            if !l.front_due() {
+                l.flush(guard);
+            }
+            let due = l.take_due();
+            let next = if l.sealed.is_empty() {
+                EMPTY
+            } else if l.front_due() {
+                // More to free: again on the next unpin.
+                1
+            } else {
+                // Waiting for the epoch: look again after a while.
+                IDLE_AFTER
+            };
+            Some((due, next))
+        }) else {
+            return;
+        };
+        let (due, next) = due;
+        IDLE.set(EMPTY);
+        free(due);
+        // A retirement inside a drop restarted the count: keep it.
+        if IDLE.get() == EMPTY {
+            IDLE.set(next);
         }
     }
 }

@@ -396,10 +396,41 @@ pub fn or_else<'env, R, E>(
 }
 
 /// The future of [`atomically_async`] / [`atomically_async_with`].
+///
+/// Once it has returned `Ready` (with any result), or a poll of it has
+/// panicked, it is finished: polling it again never runs the transaction
+/// again and returns `Ready(Err(`[`StmError::PolledAfterCompletion`]`))`
+/// (a typed error rather than a panic, and no second commit).
+///
+/// ```
+/// use std::future::Future;
+/// use std::pin::Pin;
+/// use std::task::{Context, Poll};
+/// use strata::stm::{atomically, atomically_async, retry, StmError, TVar};
+///
+/// let ready = TVar::new(0u32);
+/// let mut fut = atomically_async(|tx| match tx.read(&ready)? {
+///     0 => retry(),
+///     n => Ok(n),
+/// });
+/// let waker = futures::task::noop_waker();
+/// let mut cx = Context::from_waker(&waker);
+/// // Blocked in `retry`: registered on `ready`, the task sleeps.
+/// assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+/// atomically(|tx| tx.write(&ready, 5)).unwrap();
+/// assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(Ok(5)));
+/// // Finished: polling again never re-runs the transaction.
+/// assert_eq!(
+///     Pin::new(&mut fut).poll(&mut cx),
+///     Poll::Ready(Err(StmError::PolledAfterCompletion))
+/// );
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct Atomically<'env, F, R, E> {
     f: F,
     driver: Driver,
+    /// Set while a poll runs and kept once it returns `Ready` (or unwinds).
+    done: bool,
     waiting: Option<Waiting>,
     sleep: Option<Sleep>,
     _out: PhantomData<fn() -> (R, E)>,
@@ -436,6 +467,26 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(Err(StmError::PolledAfterCompletion));
+        }
+        // Cleared only if the poll ends `Pending`, so a panic in the closure
+        // (or a validator, or a watch) also finishes the future.
+        this.done = true;
+        let r = this.poll_attempts(cx);
+        if r.is_pending() {
+            this.done = false;
+        }
+        r
+    }
+}
+
+impl<'env, F, R, E> Atomically<'env, F, R, E>
+where
+    F: FnMut(&mut Tx<'env, E>) -> Stm<R, E>,
+{
+    fn poll_attempts(&mut self, cx: &mut Context<'_>) -> Poll<Result<R, StmError<E>>> {
+        let this = self;
         if let Some(w) = &this.waiting {
             if !w.node.is_notified() {
                 if let Some(deadline) = this.driver.deadline {
@@ -539,6 +590,7 @@ where
     Atomically {
         f,
         driver: Driver::new(limits),
+        done: false,
         waiting: None,
         sleep: None,
         _out: PhantomData,

@@ -126,8 +126,23 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
         }
     }
 
-    /// The current committed value, read outside any transaction (a
-    /// consistent snapshot of this one variable; no transaction is started).
+    /// The latest committed value of this one variable. No transaction is
+    /// started; a commit in progress is waited for (its writes appear all at
+    /// once), except where waiting could never end:
+    ///
+    /// - Inside a transaction's closure, `load` is not part of the
+    ///   transaction: it returns the latest committed value, not the
+    ///   transaction's own writes (use [`Tx::read`](super::Tx::read) for
+    ///   those). This holds in serial mode too, where the transaction keeps
+    ///   what it touched locked.
+    /// - Inside a [validator](TVar::set_validator), a `TVar` written by the
+    ///   same commit loads as the value that commit would store, so a
+    ///   validator judges the state the commit produces. Any other `TVar`
+    ///   loads as its latest committed value (which is not part of the
+    ///   commit and may change right after), read without waiting for other
+    ///   commits, which may be waiting for this one.
+    /// - Inside a [`commute`](super::Tx::commute) function, a `TVar` of the
+    ///   same commit loads as the value before it.
     ///
     /// ```
     /// let v = strata::stm::TVar::new(3u8);
@@ -139,6 +154,13 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
         } else {
             Some(reclaim::pin())
         };
+        if let Sample::Value(v, _) = self.inner.sample(pin.as_ref(), 0) {
+            return v;
+        }
+        // Locked: perhaps by this thread, which would wait for itself.
+        if let Some(v) = super::own::load(&self.inner, pin.as_ref()) {
+            return v;
+        }
         loop {
             match self.inner.sample(pin.as_ref(), READ_SPINS) {
                 Sample::Value(v, _) => return v,
@@ -165,6 +187,13 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
     /// not checked. `f` runs during commit, with the transaction's `TVar`s
     /// locked: keep it pure and quick, and do not start transactions in it.
     ///
+    /// `f` may [`load`](TVar::load) other `TVar`s: one written by the same
+    /// commit loads as the value the commit would store (all its writes and
+    /// commutes applied: `f` judges the state the commit produces); any
+    /// other loads as its latest committed value, which is not part of the
+    /// commit (to make a commit depend on a `TVar`, read it in the
+    /// transaction instead).
+    ///
     /// ```
     /// use strata::stm::{atomically, TVar};
     ///
@@ -172,6 +201,18 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
     /// stock.set_validator(|n| *n >= 0);
     /// assert!(atomically(|tx| tx.modify(&stock, |n| n - 10)).is_err());
     /// assert_eq!(stock.load(), 5);
+    ///
+    /// // A validator that loads another `TVar` of the same commit sees the
+    /// // value being committed.
+    /// let (limit, used) = (TVar::new(10u32), TVar::new(0u32));
+    /// let l = limit.clone();
+    /// used.set_validator(move |u| *u <= l.load());
+    /// atomically(|tx| {
+    ///     tx.write(&limit, 20)?;
+    ///     tx.write(&used, 15)
+    /// })
+    /// .unwrap();
+    /// assert!(atomically(|tx| tx.write(&used, 25)).is_err());
     /// ```
     pub fn set_validator(&self, f: impl Fn(&T) -> bool + Send + Sync + 'static) {
         self.edit_hooks(|h| h.validator = Some(std::sync::Arc::new(f)));
@@ -192,7 +233,10 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
     /// Adds (or replaces) the watch called `key`: after every commit that
     /// writes this variable, `f(old, new)` runs on the committing thread,
     /// outside the transaction and with no lock held. Watches of concurrent
-    /// commits may run concurrently.
+    /// commits may run concurrently. A panicking watch skips none of the
+    /// others (of this or another `TVar` the commit wrote): they all run,
+    /// then the first panic is re-raised from `atomically`; the commit
+    /// stands.
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
@@ -309,6 +353,21 @@ impl<T: Clone + Send + Sync + 'static> Inner<T> {
         } else {
             // SAFETY: no one can replace the box while we hold the lock.
             unsafe { (*self.ptr.load(Ordering::Relaxed)).clone() }
+        }
+    }
+
+    /// The value there now, locked or not: the committed value, or that of
+    /// a commit already publishing (it has validated and cannot fail).
+    pub(crate) fn read_current(&self, pin: Option<&Pin>) -> T {
+        if word::is_word::<T>() {
+            word::from_word(self.core.word.load(Ordering::Acquire))
+        } else {
+            debug_assert!(pin.is_some());
+            let p = self.ptr.load(Ordering::Acquire);
+            // SAFETY: `p` was a published box; a replaced one is only freed
+            // after every thread pinned when it was replaced has unpinned,
+            // and the caller holds `pin`.
+            unsafe { (*p).clone() }
         }
     }
 

@@ -14,9 +14,10 @@ use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use super::buffers::{Buffers, ReadEntry, Undo};
-use super::clock::{self, LOCKED, SERIAL_LOCKED, WAITERS, is_locked, version};
+use super::clock::{self, LOCKED, WAITERS, is_locked, version};
 use super::entry::{CommuteList, State, WriteEntry, make_slot, value_of};
 use super::error::{TxError, TxSignal};
+use super::own::{self, CommitView};
 use super::reclaim::{self, Pin};
 use super::stats::Counter;
 use super::tvar::{Core, HAS_VALIDATOR, HAS_WATCHES, Inner, Sample, TVar};
@@ -27,6 +28,39 @@ use crate::loom::sync::atomic::Ordering;
 
 /// What transactional code returns: a value, or a [`TxError`] (a signal to
 /// propagate with `?`, or a user error that aborts).
+///
+/// Helpers written as `fn(&mut Tx) -> Stm<T>` compose into larger
+/// transactions; `E` (default [`Infallible`](std::convert::Infallible)) is
+/// the user error type, for [`try_atomically`](super::try_atomically).
+///
+/// ```
+/// use strata::stm::{abort, atomically, try_atomically, Stm, TVar, Tx};
+///
+/// // The `TVar`s are borrowed for the transaction's `'a`.
+/// fn transfer<'a>(
+///     tx: &mut Tx<'a, &'static str>,
+///     from: &'a TVar<u32>,
+///     to: &'a TVar<u32>,
+///     n: u32,
+/// ) -> Stm<(), &'static str> {
+///     let have = tx.read(from)?;
+///     if have < n {
+///         return abort("insufficient funds");
+///     }
+///     tx.write(from, have - n)?;
+///     tx.modify(to, |x| x + n)
+/// }
+///
+/// fn total<'a>(tx: &mut Tx<'a>, a: &'a TVar<u32>, b: &'a TVar<u32>) -> Stm<u32> {
+///     Ok(tx.read(a)? + tx.read(b)?)
+/// }
+///
+/// let (a, b) = (TVar::new(10), TVar::new(0));
+/// try_atomically(|tx| transfer(tx, &a, &b, 4)).unwrap();
+/// assert!(try_atomically(|tx| transfer(tx, &a, &b, 100)).is_err());
+/// assert_eq!(atomically(|tx| total(tx, &a, &b)).unwrap(), 10);
+/// assert_eq!((a.load(), b.load()), (6, 4));
+/// ```
 pub type Stm<T, E = std::convert::Infallible> = Result<T, TxError<E>>;
 
 /// Makes a type invariant in `'env` (a `&mut Tx<'long>` must not pass for a
@@ -417,12 +451,15 @@ impl<'env, E> Tx<'env, E> {
         }
         // SAFETY: the core belongs to a `TVar` borrowed for `'env`.
         let lock = unsafe { &(*core).lock };
+        // This thread's own serial word, so that `TVar::load` can tell it
+        // holds the lock.
+        let mine = own::serial_word();
         let mut spins = 0u32;
         loop {
             let w = lock.load(Ordering::Relaxed);
             if !is_locked(w)
                 && lock
-                    .compare_exchange_weak(w, SERIAL_LOCKED, Ordering::SeqCst, Ordering::Relaxed)
+                    .compare_exchange_weak(w, mine, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
             {
                 self.b.held.push((core, w));
@@ -431,7 +468,8 @@ impl<'env, E> Tx<'env, E> {
                 return w;
             }
             // Only committers hold locks besides us (one serial transaction
-            // at a time), and they hold them briefly and never wait for us.
+            // at a time), and they hold them briefly and never wait for us
+            // (not even a validator's `TVar::load`: see `own`).
             spins += 1;
             if spins < 64 {
                 hint::spin_loop();
@@ -840,15 +878,14 @@ impl<'env, E> Tx<'env, E> {
     /// have changed and the commit cannot fail (bar a validator).
     fn commit_serial(&mut self) -> Result<(), CommitError> {
         let mut hooks = 0u8;
-        for e in self.b.writes.iter_mut() {
+        for e in self.b.writes.iter() {
             // SAFETY: the core outlives the transaction.
-            let flags = unsafe { (*e.core).flags.load(Ordering::Acquire) };
-            hooks |= flags;
-            // SAFETY: serial mode holds the lock of every entry's TVar.
-            if flags & HAS_VALIDATOR != 0 && !unsafe { (e.ops.validate)(e) } {
-                // SAFETY: the core outlives the transaction.
-                return Err(CommitError::Invalid(unsafe { (*e.core).id }));
-            }
+            hooks |= unsafe { (*e.core).flags.load(Ordering::Acquire) };
+        }
+        if hooks & HAS_VALIDATOR != 0 {
+            // Serial mode holds the lock of every entry's TVar; its
+            // commutes were applied at once.
+            validate_writes(&self.b.writes)?;
         }
         let replaced = self.b.held.iter().map(|&(_, old)| version(old)).max();
         let wv = clock::write_version(replaced.unwrap_or(0));
@@ -924,32 +961,49 @@ impl<'env, E> Tx<'env, E> {
         }
     }
 
+    /// Every watch of every written `TVar` runs even if one panics; the
+    /// first panic is re-raised after the last (the commit stands).
     #[cold]
     fn run_watches(&mut self) {
         // Watches may start transactions of their own.
         self.exit();
+        let mut first = crate::hooks::FirstPanic::default();
         for e in self.b.writes.iter() {
             // SAFETY: the core outlives the transaction.
             let flags = unsafe { (*e.core).flags.load(Ordering::Acquire) };
             if flags & HAS_WATCHES != 0 {
                 // SAFETY: published by this thread, still pinned.
-                unsafe { (e.ops.watch)(e) };
+                first.run(|| unsafe { (e.ops.watch)(e) });
             }
         }
+        first.resume();
     }
 }
 
-/// Under the commit's locks: applies pending commutes and runs validators.
+/// Under the commit's locks: applies pending commutes, then runs
+/// validators — all commutes first, so that a validator loading another
+/// `TVar` of the commit sees its final value.
 #[cold]
 fn prepare(writes: &mut [WriteEntry]) -> Result<(), CommitError> {
-    for e in writes.iter_mut() {
-        if e.state == State::Commute {
-            // SAFETY: we hold the lock of every entry's TVar.
-            unsafe { (e.ops.resolve)(e) };
+    {
+        let _view = CommitView::resolving(writes);
+        for e in writes.iter_mut() {
+            if e.state == State::Commute {
+                // SAFETY: we hold the lock of every entry's TVar.
+                unsafe { (e.ops.resolve)(e) };
+            }
         }
+    }
+    validate_writes(writes)
+}
+
+/// Under the commit's locks, every entry `Value`: runs the validators.
+fn validate_writes(writes: &[WriteEntry]) -> Result<(), CommitError> {
+    let _view = CommitView::validating(writes);
+    for e in writes {
         // SAFETY: the core outlives the transaction.
         let flags = unsafe { (*e.core).flags.load(Ordering::Acquire) };
-        // SAFETY: entries are `Value` after `resolve`.
+        // SAFETY: we hold the lock of every entry's TVar; entries are `Value`.
         if flags & HAS_VALIDATOR != 0 && !unsafe { (e.ops.validate)(e) } {
             // SAFETY: the core outlives the transaction.
             return Err(CommitError::Invalid(unsafe { (*e.core).id }));
@@ -1061,9 +1115,10 @@ impl<E> Drop for Tx<'_, E> {
             self.drop_slow();
         }
         // Plain entries stay in the sets: the next attempt's start drops
-        // them (no need to clear twice).
-        self.pin = None;
+        // them (no need to clear twice). Unpinning may free old values:
+        // their drops run outside the transaction.
         self.exit();
+        self.pin = None;
         // SAFETY: `b` is not used after this.
         let b = unsafe { ManuallyDrop::take(&mut self.b) };
         Buffers::give_back(b);
