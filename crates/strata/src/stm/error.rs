@@ -140,6 +140,7 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for TxError<E> {}
 /// assert_eq!(e.to_string(), "the transaction aborted: insufficient funds");
 /// ```
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StmError<E = Infallible> {
     /// The closure returned a user error ([`TxError::Abort`]); nothing was
     /// committed.
