@@ -140,26 +140,39 @@ fn watches_see_every_change_with_old_and_new() {
 #[test]
 fn concurrent_watches_see_a_chain_of_changes() {
     let _serial = one_at_a_time();
-    // Every change is reported once; the reported (old, new) pairs form the
-    // chain 0 → 1 → … → N in some order.
     let a = Atom::new(0u64);
+    watches_see_a_chain(
+        |w| a.add_watch("chain", move |old, new| w(*old, *new)),
+        || {
+            a.swap(|x| x + 1).unwrap();
+        },
+        1_000,
+    );
+}
+
+/// Two threads make `per_thread` increments each through `increment`; the
+/// watch that `watch` installs must see every change once, and the reported
+/// (old, new) pairs must form the chain 0 → 1 → … → N in some order.
+fn watches_see_a_chain(
+    watch: impl FnOnce(Box<dyn Fn(u64, u64) + Send + Sync>),
+    increment: impl Fn() + Sync,
+    per_thread: u64,
+) {
     let pairs = Arc::new(Mutex::new(Vec::new()));
     let p = pairs.clone();
-    a.add_watch("chain", move |old, new| {
-        p.lock().unwrap().push((*old, *new))
-    });
+    watch(Box::new(move |old, new| p.lock().unwrap().push((old, new))));
     thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| {
-                for _ in 0..1_000 {
-                    a.swap(|x| x + 1).unwrap();
+                for _ in 0..per_thread {
+                    increment();
                 }
             });
         }
     });
     let mut pairs = pairs.lock().unwrap().clone();
     pairs.sort_unstable();
-    assert_eq!(pairs.len(), 2_000);
+    assert_eq!(pairs.len() as u64, 2 * per_thread);
     assert!(
         pairs
             .iter()
@@ -449,28 +462,12 @@ fn word_atom_validator_watches_and_compare_and_set() {
 fn word_atom_concurrent_watches_see_a_chain() {
     let _serial = one_at_a_time();
     let a = WordAtom::new(0u32);
-    let pairs = Arc::new(Mutex::new(Vec::new()));
-    let p = pairs.clone();
-    a.add_watch("chain", move |old, new| {
-        p.lock().unwrap().push((*old, *new))
-    });
-    thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                for _ in 0..2_000 {
-                    a.swap(|x| x + 1).unwrap();
-                }
-            });
-        }
-    });
-    let mut pairs = pairs.lock().unwrap().clone();
-    pairs.sort_unstable();
-    assert_eq!(pairs.len(), 4_000);
-    assert!(
-        pairs
-            .iter()
-            .enumerate()
-            .all(|(i, &(o, n))| o == i as u32 && n == o + 1)
+    watches_see_a_chain(
+        |w| a.add_watch("chain", move |old, new| w((*old).into(), (*new).into())),
+        || {
+            a.swap(|x| x + 1).unwrap();
+        },
+        2_000,
     );
 }
 

@@ -1067,28 +1067,27 @@ fn all_conflicting_transfers_are_fair_enough() {
 
 // ---------------------------------------------------------------- async
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn async_retry_under_tokio() {
-    let slot = Arc::new(TVar::new(None::<u64>));
-    let consumer = {
-        let slot = slot.clone();
-        tokio::spawn(async move {
-            let mut got = Vec::new();
-            for _ in 0..100 {
-                let x = atomically_async(|tx| match tx.read(&*slot)? {
-                    Some(x) => {
-                        tx.write(&*slot, None)?;
-                        Ok(x)
-                    }
-                    None => retry(),
-                })
-                .await
-                .unwrap();
-                got.push(x);
+/// Takes 100 values out of a one-value slot, each as soon as it is there
+/// (`retry` parks the task while the slot is empty).
+async fn take_a_hundred(slot: Arc<TVar<Option<u64>>>) -> Vec<u64> {
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let x = atomically_async(|tx| match tx.read(&*slot)? {
+            Some(x) => {
+                tx.write(&*slot, None)?;
+                Ok(x)
             }
-            got
+            None => retry(),
         })
-    };
+        .await
+        .unwrap();
+        got.push(x);
+    }
+    got
+}
+
+/// Puts 0..100 into the slot, each once it is empty again.
+async fn put_a_hundred(slot: Arc<TVar<Option<u64>>>) {
     for i in 0..100u64 {
         atomically_async(|tx| {
             if tx.read(&*slot)?.is_some() {
@@ -1099,6 +1098,13 @@ async fn async_retry_under_tokio() {
         .await
         .unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_retry_under_tokio() {
+    let slot = Arc::new(TVar::new(None::<u64>));
+    let consumer = tokio::spawn(take_a_hundred(slot.clone()));
+    put_a_hundred(slot).await;
     assert_eq!(consumer.await.unwrap(), (0..100).collect::<Vec<_>>());
 }
 
@@ -1111,40 +1117,8 @@ fn async_retry_on_strata_runtime() {
         .build()
         .unwrap();
     let slot = Arc::new(TVar::new(None::<u64>));
-    let consumer = rt.spawn({
-        let slot = slot.clone();
-        async move {
-            let mut got = Vec::new();
-            for _ in 0..100 {
-                let x = atomically_async(|tx| match tx.read(&*slot)? {
-                    Some(x) => {
-                        tx.write(&*slot, None)?;
-                        Ok(x)
-                    }
-                    None => retry(),
-                })
-                .await
-                .unwrap();
-                got.push(x);
-            }
-            got
-        }
-    });
-    let producer = rt.spawn({
-        let slot = slot.clone();
-        async move {
-            for i in 0..100u64 {
-                atomically_async(|tx| {
-                    if tx.read(&*slot)?.is_some() {
-                        return retry();
-                    }
-                    tx.write(&*slot, Some(i))
-                })
-                .await
-                .unwrap();
-            }
-        }
-    });
+    let consumer = rt.spawn(take_a_hundred(slot.clone()));
+    let producer = rt.spawn(put_a_hundred(slot));
     rt.block_on(async {
         producer.await.unwrap();
         assert_eq!(consumer.await.unwrap(), (0..100).collect::<Vec<_>>());
