@@ -1,10 +1,11 @@
 //! L3 — the work-stealing runtime: join, install, spawn/Task, block_on,
 //! shutdown, metrics.
 
+mod support;
+
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -552,28 +553,10 @@ fn threads_of_this_process() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
-/// Runs `name` alone in a child process (other tests start threads too).
-fn run_isolated(name: &str) -> bool {
-    if std::env::var_os("STRATA_ISOLATED_TEST").is_some() {
-        return false;
-    }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--test-threads=1", "--nocapture"])
-        .env("STRATA_ISOLATED_TEST", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "isolated {name} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    true
-}
-
 #[test]
 fn dropping_a_runtime_with_pending_work_neither_hangs_nor_leaks_threads() {
-    if run_isolated("dropping_a_runtime_with_pending_work_neither_hangs_nor_leaks_threads") {
+    if support::run_isolated("dropping_a_runtime_with_pending_work_neither_hangs_nor_leaks_threads")
+    {
         return;
     }
     let before = threads_of_this_process();

@@ -4,6 +4,8 @@
 //! counts that must be exact are measured inside the closures; `stats()` is
 //! only checked for lower bounds.
 
+mod support;
+
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -334,33 +336,13 @@ fn retry_sleeps_through_unrelated_commits() {
     assert!(after.wakeups > before.wakeups);
 }
 
-/// Runs `name` alone in a child process, so that the process-wide
-/// [`stats`] count only what it does. `false` in the child: run the body.
-fn run_isolated(name: &str) -> bool {
-    if std::env::var_os("STRATA_ISOLATED_TEST").is_some() {
-        return false;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--test-threads=1", "--nocapture"])
-        .env("STRATA_ISOLATED_TEST", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "isolated {name} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    true
-}
-
 /// The wake-ups of a transaction retrying on X while only Y changes, as
 /// counted in `stats()` (alone in a child process, so the counts are this
 /// test's): it blocks once, no commit wakes it, and the OS wakes it
 /// spuriously a handful of times at most; the commit to X wakes it once.
 #[test]
 fn retry_wakeups_in_stats_stay_few_while_only_unrelated_tvars_change() {
-    if run_isolated("retry_wakeups_in_stats_stay_few_while_only_unrelated_tvars_change") {
+    if support::run_isolated("retry_wakeups_in_stats_stay_few_while_only_unrelated_tvars_change") {
         return;
     }
     let x = TVar::new(0u64);

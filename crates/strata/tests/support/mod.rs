@@ -92,3 +92,31 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Runs test `name` of the current test binary alone in a child process,
+/// for tests that count something process-wide (threads, STM stats) that
+/// other tests running in parallel would disturb. Returns `true` in the
+/// parent (the child passed; a failure panics with its output) and `false`
+/// in the child, which then runs the body:
+///
+/// ```ignore
+/// if support::run_isolated("my_test") { return; }
+/// ```
+pub fn run_isolated(name: &str) -> bool {
+    const CHILD: &str = "STRATA_ISOLATED_TEST";
+    if std::env::var_os(CHILD).is_some() {
+        return false;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "isolated {name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
