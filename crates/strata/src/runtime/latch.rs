@@ -22,6 +22,26 @@ pub(crate) trait Latch {
 const SET: usize = 1;
 const NO_WAITER: usize = 0;
 
+/// Records worker `idx` as the waiter in a `SET | (waiter + 1) << 1` state
+/// word, unless it is set already (then `true`: nothing to wait for).
+pub(crate) fn register_waiter(state: &AtomicUsize, idx: usize) -> bool {
+    let mut current = state.load(Ordering::Acquire);
+    loop {
+        if current & SET != 0 {
+            return true;
+        }
+        match state.compare_exchange_weak(
+            current,
+            (idx + 1) << 1,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return false,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
 /// A latch waited on by a pool worker, which keeps running other jobs while
 /// it waits and sleeps in the pool's [`Sleep`] when there are none. The
 /// waiting worker registers its index in the state word before it sleeps,
@@ -66,21 +86,7 @@ impl WorkerLatch {
     /// Records worker `idx` as the one to wake. Returns `true` if the latch
     /// is already set (then there is nothing to wait for).
     pub(crate) fn register(&self, idx: usize) -> bool {
-        let mut state = self.state.load(Ordering::Acquire);
-        loop {
-            if state & SET != 0 {
-                return true;
-            }
-            match self.state.compare_exchange_weak(
-                state,
-                (idx + 1) << 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return false,
-                Err(actual) => state = actual,
-            }
-        }
+        register_waiter(&self.state, idx)
     }
 }
 

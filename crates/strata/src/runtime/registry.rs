@@ -37,7 +37,7 @@ use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::CachePadded;
 
 use super::job::{Action, JobRef, StackJob};
-use super::latch::{CrossLatch, LockLatch, WorkerLatch};
+use super::latch::{CrossLatch, LockLatch, WorkerLatch, register_waiter};
 use super::slab::SlabCursor;
 use super::sleep::Sleep;
 use super::spawn::LiveTasks;
@@ -814,21 +814,7 @@ impl Wait for WakeFlag {
         self.state.load(Ordering::Acquire) & 1 != 0
     }
     fn register(&self, idx: usize) -> bool {
-        let mut state = self.state.load(Ordering::Acquire);
-        loop {
-            if state & 1 != 0 {
-                return true;
-            }
-            match self.state.compare_exchange_weak(
-                state,
-                (idx + 1) << 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return false,
-                Err(actual) => state = actual,
-            }
-        }
+        register_waiter(&self.state, idx)
     }
 }
 
