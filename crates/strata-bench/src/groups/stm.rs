@@ -127,18 +127,23 @@ macro_rules! stm_crate_bank {
 stm_crate_bank!(FastStmBank, fast_stm);
 stm_crate_bank!(StmBank, stm);
 
+/// What every lock-based bank does under its lock(s): the work on the two
+/// balances, if any, then the move of 1. Returns the new balances.
+#[inline]
+fn moved(from: u64, to: u64, units: u32) -> (u64, u64) {
+    if units > 0 {
+        black_box(work(units, from ^ to));
+    }
+    (from - 1, to + 1)
+}
+
 struct StdMutexBank(std::sync::Mutex<Vec<u64>>, usize);
 
 impl Bank for StdMutexBank {
     #[inline]
     fn transfer(&self, a: usize, b: usize, units: u32) {
         let mut v = self.0.lock().unwrap();
-        let (x, y) = (v[a], v[b]);
-        if units > 0 {
-            black_box(work(units, x ^ y));
-        }
-        v[a] = x - 1;
-        v[b] = y + 1;
+        (v[a], v[b]) = moved(v[a], v[b], units);
     }
     fn total(&self) -> u64 {
         self.0.lock().unwrap().iter().sum()
@@ -154,12 +159,7 @@ impl Bank for PlMutexBank {
     #[inline]
     fn transfer(&self, a: usize, b: usize, units: u32) {
         let mut v = self.0.lock();
-        let (x, y) = (v[a], v[b]);
-        if units > 0 {
-            black_box(work(units, x ^ y));
-        }
-        v[a] = x - 1;
-        v[b] = y + 1;
+        (v[a], v[b]) = moved(v[a], v[b], units);
     }
     fn total(&self) -> u64 {
         self.0.lock().iter().sum()
@@ -183,11 +183,7 @@ impl Bank for AccountLocksBank {
         } else {
             (&mut *h, &mut *l)
         };
-        if units > 0 {
-            black_box(work(units, *x ^ *y));
-        }
-        *x -= 1;
-        *y += 1;
+        (*x, *y) = moved(*x, *y, units);
     }
     fn total(&self) -> u64 {
         self.0.iter().map(|m| *m.lock()).sum()
