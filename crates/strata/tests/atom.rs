@@ -1,11 +1,14 @@
 //! Integration tests of `strata::atom`.
 
+mod support;
+
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 use strata::atom::{Atom, AtomError, WordAtom};
+use support::Live;
 
 /// Tests in this file run one at a time: `replaced_values_are_eventually_reclaimed`
 /// bounds the garbage alive at once, and a reader of another test preempted
@@ -282,25 +285,12 @@ fn replaced_values_are_dropped_exactly_once() {
 #[test]
 fn replaced_values_are_eventually_reclaimed() {
     let _serial = one_at_a_time();
-    static LIVE: AtomicU64 = AtomicU64::new(0);
-    #[derive(Debug)]
-    struct Counted;
-    impl Counted {
-        fn new() -> Self {
-            LIVE.fetch_add(1, Ordering::SeqCst);
-            Counted
-        }
-    }
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            LIVE.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
     thread::spawn(|| {
-        let a = Atom::new(Counted::new());
+        let a = Atom::new(Live::new(&LIVE));
         let mut most = 0;
         for _ in 0..50_000 {
-            a.swap(|_| Counted::new()).unwrap();
+            a.swap(|_| Live::new(&LIVE)).unwrap();
             most = most.max(LIVE.load(Ordering::SeqCst));
         }
         // While the writer runs, garbage stays bounded (freed as it goes):
@@ -319,25 +309,18 @@ fn replaced_values_are_eventually_reclaimed() {
     assert_eq!(LIVE.load(Ordering::SeqCst), 0, "values leaked");
 }
 
-/// Counts the values alive of one test (each test its own counter).
+/// A counted value owning `BYTES` on the heap (its shallow size stays small).
 struct Counted<const BYTES: usize> {
-    live: &'static AtomicU64,
+    _live: Live,
     _payload: Box<[u8]>,
 }
 
 impl<const BYTES: usize> Counted<BYTES> {
-    fn new(live: &'static AtomicU64) -> Self {
-        live.fetch_add(1, Ordering::SeqCst);
+    fn new(live: &'static AtomicUsize) -> Self {
         Counted {
-            live,
+            _live: Live::new(live),
             _payload: vec![7u8; BYTES].into_boxed_slice(),
         }
-    }
-}
-
-impl<const BYTES: usize> Drop for Counted<BYTES> {
-    fn drop(&mut self) {
-        self.live.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -348,7 +331,7 @@ impl<const BYTES: usize> Drop for Counted<BYTES> {
 #[test]
 fn replaced_values_are_freed_after_the_writer_stops() {
     let _serial = one_at_a_time();
-    static LIVE: AtomicU64 = AtomicU64::new(0);
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
     let a = Atom::new(Counted::<{ 1 << 20 }>::new(&LIVE));
     for _ in 0..20 {
         assert!(a.reset(Counted::new(&LIVE)).is_ok());
@@ -377,18 +360,18 @@ fn replaced_values_are_freed_after_the_writer_stops() {
 #[test]
 fn large_replaced_values_are_freed_as_the_writer_goes() {
     let _serial = one_at_a_time();
-    static LIVE: AtomicU64 = AtomicU64::new(0);
-    #[allow(dead_code)] // only its size matters
-    struct Big([u8; 100_000]);
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+    /// 100 KB inline: the shallow size the reclamation weighs.
+    struct Big {
+        _live: Live,
+        _bytes: [u8; 100_000],
+    }
     impl Big {
         fn new() -> Self {
-            LIVE.fetch_add(1, Ordering::SeqCst);
-            Big([1; 100_000])
-        }
-    }
-    impl Drop for Big {
-        fn drop(&mut self) {
-            LIVE.fetch_sub(1, Ordering::SeqCst);
+            Big {
+                _live: Live::new(&LIVE),
+                _bytes: [1; 100_000],
+            }
         }
     }
     thread::Builder::new()

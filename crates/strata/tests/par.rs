@@ -1,5 +1,7 @@
 //! L4 — parallel iteration: every `par_*` equals its sequential result.
 
+mod support;
+
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -7,6 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use proptest::prelude::*;
 use strata::par::{ParRange, ParSlice};
 use strata::runtime::Runtime;
+use support::Live;
 
 fn pool() -> &'static Runtime {
     static RT: std::sync::OnceLock<Runtime> = std::sync::OnceLock::new();
@@ -120,19 +123,6 @@ fn work_is_spread_over_workers() {
 #[test]
 fn a_panic_in_map_propagates_and_drops_what_was_written() {
     static LIVE: AtomicUsize = AtomicUsize::new(0);
-    #[derive(Debug)]
-    struct Counted;
-    impl Counted {
-        fn new() -> Self {
-            LIVE.fetch_add(1, Ordering::SeqCst);
-            Counted
-        }
-    }
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            LIVE.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
     let v: Vec<u32> = (0..100_000).collect();
     let r = panic::catch_unwind(AssertUnwindSafe(|| {
         pool().install(|| {
@@ -140,7 +130,7 @@ fn a_panic_in_map_propagates_and_drops_what_was_written() {
                 if x == 77_777 {
                     panic!("element failed");
                 }
-                Counted::new()
+                Live::new(&LIVE)
             })
         })
     }));

@@ -120,3 +120,22 @@ pub fn run_isolated(name: &str) -> bool {
     );
     true
 }
+
+/// One live value of a test's counter: counted when made, uncounted when
+/// dropped, so a test can tell how many of its values are still alive (each
+/// test its own `static` counter, so parallel tests do not mix).
+#[derive(Debug)]
+pub struct Live(&'static std::sync::atomic::AtomicUsize);
+
+impl Live {
+    pub fn new(counter: &'static std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Live(counter)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
